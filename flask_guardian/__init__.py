@@ -1,0 +1,55 @@
+"""flask-guardian: authentication sessions for Flask.
+
+``Guardian(app, db=db)`` loads the signed-in session into ``g.session`` on every request,
+provides the sign-in/sign-out routes, exposes ``session_user`` to templates and protects
+routes, with sessions kept in the database or in signed JWTs (``SESSION_STRATEGY``).
+"""
+
+from __future__ import annotations
+
+from . import signals
+from .auth import SignInResult, SignOutResult, get_session, sign_in, sign_out
+from .config import Settings
+from .errors import (
+    AuthError,
+    BadRequest,
+    ConfigurationError,
+    CSRFError,
+    Forbidden,
+    GuardianError,
+    NotFound,
+    Unauthorized,
+)
+from .extension import Guardian
+from .models import UserMixin
+from .protection import login_required, roles_required
+from .session import Session, SessionUser
+from .strategies import SessionInfo, SessionStrategy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "BadRequest",
+    "CSRFError",
+    "ConfigurationError",
+    "Forbidden",
+    "Guardian",
+    "GuardianError",
+    "NotFound",
+    "Session",
+    "SessionInfo",
+    "SessionStrategy",
+    "SessionUser",
+    "Settings",
+    "SignInResult",
+    "SignOutResult",
+    "Unauthorized",
+    "UserMixin",
+    "get_session",
+    "login_required",
+    "roles_required",
+    "sign_in",
+    "sign_out",
+    "signals",
+]

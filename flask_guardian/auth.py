@@ -1,0 +1,305 @@
+"""The public functions: :func:`sign_in`, :func:`sign_out`, :func:`get_session`, and the
+user and session management behind the :class:`Guardian` methods.
+
+Every state change commits the application's ``db.session``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, g, has_request_context, request
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm.attributes import set_committed_value
+
+from . import signals
+from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
+from .redirects import safe_redirect
+from .session import Session
+from .strategies.base import RequestInfo
+
+if TYPE_CHECKING:
+    from .extension import AppState
+
+
+@dataclass(frozen=True, slots=True)
+class SignInResult:
+    """Outcome of :func:`sign_in`. ``error`` is None or a code such as
+    ``"invalid_credentials"`` or ``"too_many_attempts"``; ``redirect_url`` is already
+    checked (same-origin relative path or the default)."""
+
+    ok: bool
+    error: str | None
+    session: Session | None
+    redirect_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignOutResult:
+    """Outcome of :func:`sign_out`; ``redirect_url`` is already checked."""
+
+    redirect_url: str
+
+
+def _state() -> AppState:
+    from .extension import get_state
+
+    return get_state()
+
+
+def _app() -> Any:
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
+def get_session() -> Session | None:
+    """The current request's session (``g.session``), or None when anonymous."""
+    return g.get("session")
+
+
+# -- credentials ------------------------------------------------------------------------
+
+
+def authenticate(state: AppState, email: object, password: object) -> tuple[Any | None, str]:
+    """``(user, reason)``: the active user with this email and password, or None and why.
+    Unknown email, wrong password and inactive user each cost exactly one hash."""
+    if not isinstance(email, str) or not isinstance(password, str):
+        return None, "invalid_credentials"
+    if state.hasher.too_long(password):
+        return None, "password_too_long"  # refused before hashing
+    normalized = normalize_email(email)
+    if len(normalized) > EMAIL_MAX_LENGTH:
+        state.hasher.burn(password)
+        return None, "unknown_email"
+    user_model = state.models.user
+    user = state.db.session.execute(
+        select(user_model).where(user_model.email == normalized)
+    ).scalar_one_or_none()
+    if user is None:
+        state.hasher.burn(password)
+        return None, "unknown_email"
+    ok, new_hash = state.hasher.verify(password, user.password_hash)
+    if not ok:
+        return None, "invalid_credentials"
+    if not user.is_active:
+        return None, "inactive"
+    if new_hash is not None:
+        # A re-hash of the same password is not a password change: write it with Core so
+        # the ORM change events (which end other sessions) do not fire.
+        table = user_model.__table__
+        state.db.session.execute(
+            update(table).where(table.c.id == user.id).values(password_hash=new_hash)
+        )
+        set_committed_value(user, "password_hash", new_hash)
+    return user, "ok"
+
+
+def _client_ip() -> str:
+    return (request.remote_addr or "unknown") if has_request_context() else "local"
+
+
+def sign_in(
+    provider: str, *, email: object, password: object, redirect_url: object = None
+) -> SignInResult:
+    """Sign a user in with ``provider="credentials"``. On success a new session is issued
+    (any session the request carried ends first: no fixation) and the cookie is set on
+    this request's response. Failures give a generic code; the reason goes to the
+    ``sign_in_failed`` signal."""
+    if provider != "credentials":
+        raise ValueError(f"unknown sign-in provider {provider!r}; expected 'credentials'")
+    state = _state()
+    settings = state.settings
+    target = safe_redirect(redirect_url, settings.default_redirect)
+    db_session = state.db.session
+    normalized = normalize_email(email)[:EMAIL_MAX_LENGTH] if isinstance(email, str) else ""
+    ip = _client_ip()
+    email_key, ip_key = f"email:{normalized}", f"ip:{ip}"
+
+    if state.throttle.is_locked(db_session, email_key, settings.max_login_attempts) or (
+        state.throttle.is_locked(db_session, ip_key, settings.ip_max_login_attempts)
+    ):
+        signals.sign_in_failed.send(_app(), email=normalized, reason="too_many_attempts", ip=ip)
+        return SignInResult(False, "too_many_attempts", None, target)
+
+    user, reason = authenticate(state, email, password)
+    if user is None:
+        state.throttle.record_failure(db_session, email_key)
+        state.throttle.record_failure(db_session, ip_key)
+        db_session.commit()
+        signals.sign_in_failed.send(_app(), email=normalized, reason=reason, ip=ip)
+        return SignInResult(False, "invalid_credentials", None, target)
+
+    state.throttle.reset(db_session, email_key)
+    current: Session | None = g.get("session")
+    if current is not None:
+        state.strategy.revoke([current.id])  # the session the request carried ends here
+    session = _start_session(state, user)
+    db_session.commit()
+    signals.user_signed_in.send(_app(), user=user, session=session)
+    return SignInResult(True, None, session, target)
+
+
+def _start_session(state: AppState, user: Any, auth_time: Any = None) -> Session:
+    """Issue a session for ``user`` and make it this request's (cookie, g.session, new
+    CSRF seed). Does not commit."""
+    info = RequestInfo.from_request(request if has_request_context() else None)
+    session, token = state.strategy.issue(user, info, auth_time=auth_time)
+    if has_request_context():
+        g.session = session
+        g._guardian_cookie = token
+        state.csrf.rotate()
+    return session
+
+
+def sign_out(*, redirect_url: object = None) -> SignOutResult:
+    """End the current session server-side (both strategies: a replayed cookie or token
+    is anonymous afterwards) and clear the cookie."""
+    from .extension import CLEAR
+
+    state = _state()
+    target = safe_redirect(redirect_url, state.settings.default_redirect)
+    current: Session | None = g.get("session")
+    if current is not None:
+        state.strategy.revoke([current.id], current.user.id)
+        state.db.session.commit()
+        signals.user_signed_out.send(_app(), session=current)
+    g.session = None
+    g._guardian_cookie = CLEAR
+    state.csrf.rotate()
+    return SignOutResult(target)
+
+
+# -- users ------------------------------------------------------------------------------
+
+
+def _check_password_policy(state: AppState, password: object) -> str:
+    settings = state.settings
+    if not isinstance(password, str):
+        raise TypeError("password must be a string")
+    if len(password) < settings.password_min_length:
+        raise ValueError(f"password must have at least {settings.password_min_length} characters")
+    if state.hasher.too_long(password):
+        raise ValueError(f"password must be at most {settings.password_max_length} bytes")
+    return password
+
+
+def _check_email(email: object) -> str:
+    if not isinstance(email, str):
+        raise TypeError("email must be a string")
+    normalized = normalize_email(email)
+    local, _, domain = normalized.rpartition("@")
+    if (
+        not local or not domain or len(normalized) > EMAIL_MAX_LENGTH
+        or any(c.isspace() or ord(c) < 32 for c in normalized)
+    ):
+        raise ValueError(f"not a usable email address: {email!r}")
+    return normalized
+
+
+def _check_role(role: object) -> str:
+    if not isinstance(role, str) or not role or len(role) > 64:
+        raise ValueError("role must be a non-empty string of at most 64 characters")
+    return role
+
+
+def create_user(
+    state: AppState, email: object, password: object, *, name: str | None = None,
+    role: str = "user",
+) -> Any:
+    normalized = _check_email(email)
+    _check_role(role)
+    user_model = state.models.user
+    db_session = state.db.session
+    if db_session.execute(
+        select(user_model.id).where(user_model.email == normalized)
+    ).first() is not None:
+        raise ValueError(f"a user with the email {normalized!r} exists")
+    user = user_model(
+        email=normalized,
+        name=name,
+        role=role,
+        password_hash=state.hasher.hash(_check_password_policy(state, password)),
+        is_active=True,
+        session_version=0,
+    )
+    db_session.add(user)
+    db_session.commit()
+    return user
+
+
+def _rotate_if_current(state: AppState, user: Any, reason: str) -> None:
+    """Give the current request a new session id and token when its session is
+    ``user``'s (privilege change: OWASP session management, renew the id)."""
+    current: Session | None = g.get("session") if has_request_context() else None
+    if current is None or current.user.id != user.id:
+        return
+    state.strategy.revoke([current.id], user.id)
+    _start_session(state, user, auth_time=current.auth_time)
+    state.db.session.commit()
+    signals.session_revoked.send(_app(), session_ids=[current.id], user_id=user.id,
+                                 reason=reason)
+
+
+def set_password(state: AppState, user: Any, password: object) -> None:
+    user.password_hash = state.hasher.hash(_check_password_policy(state, password))
+    state.db.session.commit()  # the flush event ends the user's other sessions
+    _rotate_if_current(state, user, "rotated")
+
+
+def set_role(state: AppState, user: Any, role: object) -> None:
+    user.role = _check_role(role)
+    state.db.session.commit()  # the flush event bumps session_version
+    _rotate_if_current(state, user, "rotated")
+
+
+# -- sessions ---------------------------------------------------------------------------
+
+
+def revoke(state: AppState, session_ids: list[str], user_id: int | None, *, reason: str) -> int:
+    ended = state.strategy.revoke(session_ids, user_id)
+    state.db.session.commit()
+    if ended:
+        signals.session_revoked.send(_app(), session_ids=ended, user_id=user_id, reason=reason)
+    return len(ended)
+
+
+def revoke_user(state: AppState, user_id: int, *, except_current: bool) -> int:
+    current: Session | None = g.get("session") if has_request_context() else None
+    keep = current.id if except_current and current is not None else None
+    ended = state.strategy.revoke_user(user_id, except_id=keep)
+    state.db.session.commit()
+    if ended:
+        signals.session_revoked.send(
+            _app(), session_ids=ended, user_id=user_id, reason="others" if keep else "all"
+        )
+    return len(ended)
+
+
+def purge_expired(state: AppState, *, batch_size: int = 1000) -> int:
+    """Delete, in batches of ``batch_size`` (short transactions, no long table lock):
+    sessions past their deadline or revoked, revocation rows no token can need, and
+    lockout counters whose window has ended."""
+    now = utcnow()
+    models = state.models
+    sessions = models.session.__table__
+    revocations = models.revocation.__table__
+    attempts = models.login_attempt.__table__
+    jobs = [
+        (sessions, sessions.c.id,
+         (sessions.c.expires_at <= now) | sessions.c.revoked_at.is_not(None)),
+        (revocations, revocations.c.id, revocations.c.expires_at <= now),
+        (attempts, attempts.c.key,
+         attempts.c.window_started_at
+         <= now - timedelta(seconds=state.settings.lockout_duration)),
+    ]
+    db_session = state.db.session
+    total = 0
+    for table, key, condition in jobs:
+        while True:
+            ids = [r[0] for r in db_session.execute(select(key).where(condition).limit(batch_size))]
+            if not ids:
+                break
+            total += db_session.execute(delete(table).where(key.in_(ids))).rowcount
+            db_session.commit()
+    return total

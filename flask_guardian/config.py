@@ -1,0 +1,433 @@
+"""Every configuration key, its default and its validation, in one place.
+
+``load_settings`` runs once in ``init_app``; the request path reads attributes of the frozen
+:class:`Settings`, never ``app.config`` strings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .strategies.base import SessionStrategy
+
+#: Default values, each with the reason it was chosen (docs/configuration.md repeats them).
+DEFAULTS: dict[str, Any] = {
+    # Server-side sessions are revocable at once; JWT is opt-in.
+    "SESSION_STRATEGY": "database",
+    # ASVS 4.0.3 V3.3.2 level 2: re-authenticate after 12 hours whatever the activity...
+    "GUARDIAN_SESSION_MAX_AGE": 12 * 3600,
+    # ... or after 30 minutes without a request.
+    "GUARDIAN_SESSION_IDLE_TIMEOUT": 30 * 60,
+    # Refresh (last seen, idle deadline, re-issued JWT) at most every 5 minutes, so an
+    # ordinary request writes nothing.
+    "GUARDIAN_SESSION_UPDATE_AGE": 5 * 60,
+    "GUARDIAN_COOKIE_NAME": None,
+    "GUARDIAN_COOKIE_SECURE": True,
+    "GUARDIAN_COOKIE_SAMESITE": "Lax",
+    "GUARDIAN_COOKIE_DOMAIN": None,
+    "GUARDIAN_COOKIE_PATH": "/",
+    "GUARDIAN_URL_PREFIX": "/auth",
+    "GUARDIAN_DEFAULT_REDIRECT": "/",
+    "GUARDIAN_CSRF_ENABLED": True,
+    "GUARDIAN_PROTECTED_ROUTES": {},
+    "GUARDIAN_MAX_LOGIN_ATTEMPTS": 5,
+    "GUARDIAN_LOCKOUT_DURATION": 900,
+    # Per client IP: generous enough for an office behind one NAT, low enough to stop a
+    # credential-stuffing run from one address.
+    "GUARDIAN_IP_MAX_LOGIN_ATTEMPTS": 100,
+    # OWASP ASVS V2.1.1 asks for at least 12 characters.
+    "GUARDIAN_PASSWORD_MIN_LENGTH": 12,
+    # Bytes (UTF-8). Longer passwords are refused before hashing (denial-of-service guard).
+    "GUARDIAN_PASSWORD_MAX_LENGTH": 1024,
+    # OWASP Password Storage cheat sheet: argon2id, m=19 MiB, t=2, p=1.
+    "GUARDIAN_ARGON2_MEMORY_COST": 19456,
+    "GUARDIAN_ARGON2_TIME_COST": 2,
+    "GUARDIAN_ARGON2_PARALLELISM": 1,
+    "GUARDIAN_ON_SUSPICIOUS_SESSION": "log",
+    "GUARDIAN_MONITOR_IP_NETWORK": False,
+    "GUARDIAN_JWT_ALGORITHM": "HS256",
+    "GUARDIAN_JWT_SECRET": None,
+    "GUARDIAN_JWT_PRIVATE_KEY": None,
+    "GUARDIAN_JWT_PUBLIC_KEY": None,
+    "GUARDIAN_JWT_KEYS": None,
+    "GUARDIAN_JWT_ISSUER": None,
+    "GUARDIAN_JWT_AUDIENCE": "flask-guardian",
+    "GUARDIAN_JWT_LEEWAY": 0,
+    # How stale another process's view of revocations may be, in seconds.
+    "GUARDIAN_JWT_REVOCATION_INTERVAL": 5,
+    "GUARDIAN_JWT_CACHE_SIZE": 4096,
+    "GUARDIAN_TOKEN_MAX_LENGTH": 4096,
+}
+
+SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+MIN_HMAC_KEY_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """One ``GUARDIAN_PROTECTED_ROUTES`` entry: a path prefix and the roles it needs."""
+
+    prefix: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class JWTKey:
+    """A key the jwt strategy signs or verifies with. ``signing`` is None for verify-only."""
+
+    kid: str | None
+    signing: Any
+    verifying: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated configuration of one app. Built by :func:`load_settings`."""
+
+    strategy_class: type[SessionStrategy]
+    secret_key: bytes
+    max_age: int
+    idle_timeout: int
+    update_age: int
+    cookie_name: str
+    cookie_secure: bool
+    cookie_samesite: str
+    cookie_domain: str | None
+    cookie_path: str
+    csrf_cookie_name: str
+    url_prefix: str
+    default_redirect: str
+    csrf_enabled: bool
+    protected_routes: tuple[RouteRule, ...]
+    max_login_attempts: int
+    lockout_duration: int
+    ip_max_login_attempts: int
+    password_min_length: int
+    password_max_length: int
+    argon2_memory_cost: int
+    argon2_time_cost: int
+    argon2_parallelism: int
+    on_suspicious_session: str
+    monitor_ip_network: bool
+    jwt_algorithm: str
+    jwt_keys: tuple[JWTKey, ...]
+    jwt_issuer: str
+    jwt_audience: str
+    jwt_leeway: int
+    jwt_revocation_interval: float
+    jwt_cache_size: int
+    token_max_length: int
+
+
+def _get(config: Mapping[str, Any], key: str) -> Any:
+    return config.get(key, DEFAULTS[key])
+
+
+def _int(config: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(key, f"expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _bool(config: Mapping[str, Any], key: str) -> bool:
+    value = _get(config, key)
+    if not isinstance(value, bool):
+        raise ConfigurationError(key, f"expected True or False, got {value!r}")
+    return value
+
+
+def _choice(config: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value = _get(config, key)
+    if value not in choices:
+        accepted = ", ".join(repr(c) for c in choices)
+        raise ConfigurationError(key, f"expected one of {accepted}, got {value!r}")
+    return str(value)
+
+
+def _path(config: Mapping[str, Any], key: str, *, allow_root: bool = True) -> str:
+    value = _get(config, key)
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        raise ConfigurationError(key, f"expected a path starting with one '/', got {value!r}")
+    value = value.rstrip("/") or "/"
+    if value == "/" and not allow_root:
+        raise ConfigurationError(key, "expected a path other than '/'")
+    return value
+
+
+def resolve_strategy(value: Any) -> type[SessionStrategy]:
+    """Turn ``SESSION_STRATEGY`` (a name, a class or an import string) into a class."""
+    from .strategies import STRATEGIES
+    from .strategies.base import SessionStrategy
+
+    key = "SESSION_STRATEGY"
+    if isinstance(value, str) and value in STRATEGIES:
+        return STRATEGIES[value]
+    if isinstance(value, str) and ("." in value or ":" in value):
+        module_name, _, attr = value.replace(":", ".").rpartition(".")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigurationError(key, f"cannot import {value!r}: {exc}") from None
+    if isinstance(value, type) and issubclass(value, SessionStrategy):
+        return value
+    names = ", ".join(repr(n) for n in STRATEGIES)
+    raise ConfigurationError(
+        key,
+        f"expected {names}, a SessionStrategy subclass or its import string, got {value!r}",
+    )
+
+
+def _routes(config: Mapping[str, Any]) -> tuple[RouteRule, ...]:
+    key = "GUARDIAN_PROTECTED_ROUTES"
+    value = _get(config, key)
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(key, f"expected a dict of path -> options, got {value!r}")
+    rules = []
+    for path, options in value.items():
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigurationError(key, f"route {path!r}: expected a path starting with '/'")
+        if not isinstance(options, Mapping) or set(options) - {"roles"}:
+            raise ConfigurationError(
+                key, f"route {path!r}: expected a dict with the optional key 'roles'"
+            )
+        roles = options.get("roles", ())
+        if isinstance(roles, str) or not all(isinstance(r, str) for r in roles):
+            raise ConfigurationError(key, f"route {path!r}: 'roles' must be a list of strings")
+        rules.append(RouteRule(path.rstrip("/") or "/", frozenset(roles)))
+    # Longest prefix first, so the first match is the most specific rule.
+    rules.sort(key=lambda r: len(r.prefix), reverse=True)
+    return tuple(rules)
+
+
+def _secret_bytes(key: str, value: Any) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if not isinstance(value, bytes) or len(value) < MIN_HMAC_KEY_BYTES:
+        raise ConfigurationError(
+            key, f"expected a secret of at least {MIN_HMAC_KEY_BYTES} bytes (str or bytes)"
+        )
+    return value
+
+
+def _asymmetric_key(key: str, pem: Any, *, private: bool) -> Any:
+    from cryptography.hazmat.primitives import serialization
+
+    if isinstance(pem, str):
+        pem = pem.encode("ascii", "replace")
+    if not isinstance(pem, bytes):
+        raise ConfigurationError(key, "expected a PEM-encoded key (str or bytes)")
+    try:
+        if private:
+            return serialization.load_pem_private_key(pem, password=None)
+        return serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        kind = "private" if private else "public"
+        raise ConfigurationError(key, f"not a readable PEM {kind} key: {exc}") from None
+
+
+def _jwt_keys(config: Mapping[str, Any], algorithm: str, needed: bool) -> tuple[JWTKey, ...]:
+    symmetric = algorithm in SYMMETRIC_ALGORITHMS
+    entries = _get(config, "GUARDIAN_JWT_KEYS")
+    if entries is not None:
+        key = "GUARDIAN_JWT_KEYS"
+        if isinstance(entries, (str, bytes, Mapping)) or not entries:
+            raise ConfigurationError(key, "expected a non-empty list of dicts with 'kid'")
+        keys: list[JWTKey] = []
+        for index, entry in enumerate(entries):
+            where = f"{key}[{index}]"
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("kid"), str):
+                raise ConfigurationError(where, "expected a dict with a string 'kid'")
+            if symmetric:
+                secret = _secret_bytes(f"{where}['secret']", entry.get("secret"))
+                keys.append(JWTKey(entry["kid"], secret, secret))
+                continue
+            private = entry.get("private_key")
+            public = entry.get("public_key")
+            if index == 0 and private is None:
+                raise ConfigurationError(where, "the first key signs: it needs 'private_key'")
+            signing = _asymmetric_key(f"{where}['private_key']", private, private=True) if (
+                private is not None
+            ) else None
+            if public is not None:
+                verifying = _asymmetric_key(f"{where}['public_key']", public, private=False)
+            elif signing is not None:
+                verifying = signing.public_key()
+            else:
+                raise ConfigurationError(where, "expected 'public_key' or 'private_key'")
+            keys.append(JWTKey(entry["kid"], signing, verifying))
+        kids = [k.kid for k in keys]
+        if len(set(kids)) != len(kids):
+            raise ConfigurationError(key, "each 'kid' must be unique")
+        return tuple(keys)
+    if symmetric:
+        secret = _get(config, "GUARDIAN_JWT_SECRET")
+        if secret is None and not needed:
+            return ()
+        if secret is None:
+            raise ConfigurationError(
+                "GUARDIAN_JWT_SECRET",
+                f"the jwt strategy with {algorithm} needs a secret of at least "
+                f"{MIN_HMAC_KEY_BYTES} bytes (or GUARDIAN_JWT_KEYS)",
+            )
+        value = _secret_bytes("GUARDIAN_JWT_SECRET", secret)
+        return (JWTKey(None, value, value),)
+    private_pem = _get(config, "GUARDIAN_JWT_PRIVATE_KEY")
+    if private_pem is None:
+        if not needed:
+            return ()
+        raise ConfigurationError(
+            "GUARDIAN_JWT_PRIVATE_KEY", f"{algorithm} needs a PEM private key (or GUARDIAN_JWT_KEYS)"
+        )
+    signing = _asymmetric_key("GUARDIAN_JWT_PRIVATE_KEY", private_pem, private=True)
+    public_pem = _get(config, "GUARDIAN_JWT_PUBLIC_KEY")
+    verifying = (
+        _asymmetric_key("GUARDIAN_JWT_PUBLIC_KEY", public_pem, private=False)
+        if public_pem is not None
+        else signing.public_key()
+    )
+    return (JWTKey(None, signing, verifying),)
+
+
+def _check_key_matches_algorithm(keys: tuple[JWTKey, ...], algorithm: str) -> None:
+    """Sign and verify a probe token so a key of the wrong type fails at start-up."""
+    import jwt
+
+    for jwt_key in keys:
+        if jwt_key.signing is None:
+            continue
+        try:
+            probe = jwt.encode({"probe": 1}, jwt_key.signing, algorithm=algorithm)
+            jwt.decode(probe, jwt_key.verifying, algorithms=[algorithm])
+        except Exception as exc:  # any failure means the key cannot serve this algorithm
+            raise ConfigurationError(
+                "GUARDIAN_JWT_KEYS" if jwt_key.kid else "GUARDIAN_JWT_PRIVATE_KEY",
+                f"key {jwt_key.kid or '(default)'} cannot sign {algorithm}: {exc}",
+            ) from None
+
+
+def load_settings(config: Mapping[str, Any]) -> Settings:
+    """Validate ``config`` (an ``app.config``) and return the frozen settings.
+
+    Raises :class:`ConfigurationError` naming the key and the accepted values.
+    """
+    strategy_class = resolve_strategy(_get(config, "SESSION_STRATEGY"))
+
+    secret = config.get("SECRET_KEY")
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    if not isinstance(secret, bytes) or len(secret) < 16:
+        raise ConfigurationError(
+            "SECRET_KEY", "flask-guardian signs CSRF tokens with it: set at least 16 bytes"
+        )
+
+    max_age = _int(config, "GUARDIAN_SESSION_MAX_AGE", minimum=60)
+    idle = _int(config, "GUARDIAN_SESSION_IDLE_TIMEOUT", minimum=60)
+    update_age = _int(config, "GUARDIAN_SESSION_UPDATE_AGE", minimum=0)
+    if update_age >= idle:
+        raise ConfigurationError(
+            "GUARDIAN_SESSION_UPDATE_AGE",
+            f"must be smaller than GUARDIAN_SESSION_IDLE_TIMEOUT ({idle}), got {update_age}",
+        )
+
+    secure = _bool(config, "GUARDIAN_COOKIE_SECURE")
+    samesite = _choice(config, "GUARDIAN_COOKIE_SAMESITE", ("Lax", "Strict", "None"))
+    if samesite == "None" and not secure:
+        raise ConfigurationError(
+            "GUARDIAN_COOKIE_SAMESITE", "'None' requires GUARDIAN_COOKIE_SECURE = True"
+        )
+    domain = _get(config, "GUARDIAN_COOKIE_DOMAIN")
+    if domain is not None and (not isinstance(domain, str) or not domain):
+        raise ConfigurationError("GUARDIAN_COOKIE_DOMAIN", "expected None or a domain name")
+    cookie_path = _path(config, "GUARDIAN_COOKIE_PATH")
+    name = _get(config, "GUARDIAN_COOKIE_NAME")
+    host_prefix_ok = secure and domain is None and cookie_path == "/"
+    if name is None:
+        name = "__Host-guardian" if host_prefix_ok else "guardian"
+    if not isinstance(name, str) or not name or any(c in name for c in ' ;,="\t\r\n'):
+        raise ConfigurationError("GUARDIAN_COOKIE_NAME", f"not a valid cookie name: {name!r}")
+    if name.startswith("__Host-") and not host_prefix_ok:
+        raise ConfigurationError(
+            "GUARDIAN_COOKIE_NAME",
+            "a __Host- cookie needs GUARDIAN_COOKIE_SECURE = True, no domain and path '/'",
+        )
+    if name.startswith("__Secure-") and not secure:
+        raise ConfigurationError(
+            "GUARDIAN_COOKIE_NAME", "a __Secure- cookie needs GUARDIAN_COOKIE_SECURE = True"
+        )
+    csrf_cookie_name = f"{name}-csrf"
+
+    algorithm = _get(config, "GUARDIAN_JWT_ALGORITHM")
+    if algorithm not in SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
+        accepted = ", ".join(sorted(SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS))
+        raise ConfigurationError(
+            "GUARDIAN_JWT_ALGORITHM", f"expected one of {accepted}, got {algorithm!r}"
+        )
+    keys = _jwt_keys(config, algorithm, needed=strategy_class.needs_jwt_keys)
+    _check_key_matches_algorithm(keys, algorithm)
+    issuer = _get(config, "GUARDIAN_JWT_ISSUER") or config.get("SERVER_NAME") or "flask-guardian"
+    audience = _get(config, "GUARDIAN_JWT_AUDIENCE")
+    for key, value in (("GUARDIAN_JWT_ISSUER", issuer), ("GUARDIAN_JWT_AUDIENCE", audience)):
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(key, f"expected a non-empty string, got {value!r}")
+    interval = _get(config, "GUARDIAN_JWT_REVOCATION_INTERVAL")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
+        0 <= interval <= 300
+    ):
+        raise ConfigurationError(
+            "GUARDIAN_JWT_REVOCATION_INTERVAL", f"expected seconds from 0 to 300, got {interval!r}"
+        )
+
+    min_len = _int(config, "GUARDIAN_PASSWORD_MIN_LENGTH", minimum=1)
+    max_len = _int(config, "GUARDIAN_PASSWORD_MAX_LENGTH", minimum=min_len)
+    memory = _int(config, "GUARDIAN_ARGON2_MEMORY_COST", minimum=8)
+    parallelism = _int(config, "GUARDIAN_ARGON2_PARALLELISM", minimum=1)
+    if memory < 8 * parallelism:
+        raise ConfigurationError(
+            "GUARDIAN_ARGON2_MEMORY_COST", "must be at least 8 KiB per lane of parallelism"
+        )
+
+    return Settings(
+        strategy_class=strategy_class,
+        secret_key=secret,
+        max_age=max_age,
+        idle_timeout=idle,
+        update_age=update_age,
+        cookie_name=name,
+        cookie_secure=secure,
+        cookie_samesite=samesite,
+        cookie_domain=domain,
+        cookie_path=cookie_path,
+        csrf_cookie_name=csrf_cookie_name,
+        url_prefix=_path(config, "GUARDIAN_URL_PREFIX", allow_root=False),
+        default_redirect=_path(config, "GUARDIAN_DEFAULT_REDIRECT"),
+        csrf_enabled=_bool(config, "GUARDIAN_CSRF_ENABLED"),
+        protected_routes=_routes(config),
+        max_login_attempts=_int(config, "GUARDIAN_MAX_LOGIN_ATTEMPTS", minimum=1),
+        lockout_duration=_int(config, "GUARDIAN_LOCKOUT_DURATION", minimum=1),
+        ip_max_login_attempts=_int(config, "GUARDIAN_IP_MAX_LOGIN_ATTEMPTS", minimum=1),
+        password_min_length=min_len,
+        password_max_length=max_len,
+        argon2_memory_cost=memory,
+        argon2_time_cost=_int(config, "GUARDIAN_ARGON2_TIME_COST", minimum=1),
+        argon2_parallelism=parallelism,
+        on_suspicious_session=_choice(config, "GUARDIAN_ON_SUSPICIOUS_SESSION", ("log", "revoke")),
+        monitor_ip_network=_bool(config, "GUARDIAN_MONITOR_IP_NETWORK"),
+        jwt_algorithm=algorithm,
+        jwt_keys=keys,
+        jwt_issuer=issuer,
+        jwt_audience=audience,
+        jwt_leeway=_int(config, "GUARDIAN_JWT_LEEWAY", minimum=0),
+        jwt_revocation_interval=float(interval),
+        jwt_cache_size=_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
+        token_max_length=_int(config, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
+    )

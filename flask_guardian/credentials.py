@@ -1,0 +1,131 @@
+"""Passwords and brute-force counters.
+
+Passwords are hashed with libpass's ``CryptContext``: argon2id first, bcrypt accepted and
+re-hashed on the next successful sign-in. Failed sign-ins are counted per normalised email
+and per client IP in ``guardian_login_attempts``, so every process shares the count.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from datetime import timedelta
+from typing import Any
+
+from passlib.context import CryptContext
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .config import Settings
+from .models import Models, utcnow
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords; counts every hash computation in
+    ``hash_computations`` (tests assert it, so timing attacks are checked by count)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.max_bytes = settings.password_max_length
+        self.context = CryptContext(
+            schemes=["argon2", "bcrypt"],
+            deprecated=["bcrypt"],
+            argon2__type="ID",
+            argon2__memory_cost=settings.argon2_memory_cost,
+            argon2__rounds=settings.argon2_time_cost,
+            argon2__parallelism=settings.argon2_parallelism,
+        )
+        self.hash_computations = 0
+        self._dummy_hash: str | None = None
+        self._lock = threading.Lock()
+
+    def too_long(self, password: str) -> bool:
+        """True when ``password`` exceeds ``GUARDIAN_PASSWORD_MAX_LENGTH`` bytes: it is
+        refused without hashing, so a megabyte password cannot burn a CPU."""
+        return len(password) > self.max_bytes or len(password.encode("utf-8", "replace")) > (
+            self.max_bytes
+        )
+
+    def hash(self, password: str) -> str:
+        """A new argon2id hash of ``password``."""
+        self.hash_computations += 1
+        return str(self.context.hash(password))
+
+    def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
+        """``(matches, new_hash)``: ``new_hash`` is set when the stored hash uses an older
+        scheme or weaker parameters and should be replaced. Exactly one hash computation
+        (plus one more for the upgrade itself) whatever ``stored`` holds."""
+        if not stored:
+            self.burn(password)
+            return False, None
+        self.hash_computations += 1
+        try:
+            ok, new_hash = self.context.verify_and_update(password, stored)
+        except ValueError:
+            # bcrypt refuses passwords over 72 bytes; an unreadable stored hash is a
+            # refusal too, never a 500.
+            return False, None
+        if new_hash is not None:
+            self.hash_computations += 1
+        return bool(ok), new_hash
+
+    def burn(self, password: str) -> None:
+        """Verify against a throw-away hash: an unknown email costs what a wrong password
+        costs, so response time does not reveal which emails have accounts."""
+        if self._dummy_hash is None:
+            with self._lock:
+                if self._dummy_hash is None:
+                    self._dummy_hash = str(self.context.hash(secrets.token_urlsafe(16)))
+        self.hash_computations += 1
+        self.context.verify(password, self._dummy_hash)
+
+
+class LoginThrottle:
+    """Counts failed sign-ins per key in the database, in a fixed window of
+    ``GUARDIAN_LOCKOUT_DURATION`` seconds."""
+
+    def __init__(self, settings: Settings, models: Models) -> None:
+        self.window = timedelta(seconds=settings.lockout_duration)
+        self.table = models.login_attempt.__table__
+
+    def is_locked(self, db_session: Any, key: str, limit: int) -> bool:
+        """True when ``key`` has ``limit`` or more failures in the current window."""
+        row = db_session.execute(
+            select(self.table.c.failures, self.table.c.window_started_at).where(
+                self.table.c.key == key
+            )
+        ).first()
+        if row is None:
+            return False
+        failures, started = row
+        return bool(failures >= limit and started + self.window > utcnow())
+
+    def record_failure(self, db_session: Any, key: str) -> None:
+        """Add one failure for ``key``; a window that has ended starts again at one.
+        The increment is done in SQL so concurrent processes do not lose counts."""
+        now = utcnow()
+        table = self.table
+        for _ in range(3):
+            restarted = db_session.execute(
+                update(table)
+                .where(table.c.key == key, table.c.window_started_at <= now - self.window)
+                .values(failures=1, window_started_at=now)
+            ).rowcount
+            if restarted:
+                return
+            counted = db_session.execute(
+                update(table).where(table.c.key == key).values(failures=table.c.failures + 1)
+            ).rowcount
+            if counted:
+                return
+            try:
+                with db_session.begin_nested():
+                    db_session.execute(
+                        table.insert().values(key=key, failures=1, window_started_at=now)
+                    )
+                return
+            except IntegrityError:
+                continue  # another process inserted it first: count on its row
+
+    def reset(self, db_session: Any, key: str) -> None:
+        """Forget the failures of ``key`` (after a successful sign-in)."""
+        db_session.execute(delete(self.table).where(self.table.c.key == key))

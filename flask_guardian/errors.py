@@ -1,0 +1,73 @@
+"""Exception types. Views raise these; handlers registered by the extension turn them into
+HTML or JSON depending on what the client asked for, so no view builds an error by hand."""
+
+from __future__ import annotations
+
+
+class GuardianError(Exception):
+    """Base class of every flask-guardian exception."""
+
+
+class ConfigurationError(GuardianError, ValueError):
+    """A configuration value is unusable. Raised by ``init_app`` with the key and what it
+    accepts, so a mistake fails at start-up and never on a request."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+class AuthError(GuardianError):
+    """An error with an HTTP status and a stable machine-readable ``code``."""
+
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+    default_message = "The request could not be processed."
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class BadRequest(AuthError):
+    """The request is malformed (wrong types, unreadable body, oversized field)."""
+
+    status_code = 400
+    code = "bad_request"
+    default_message = "The request could not be read."
+
+
+class Unauthorized(AuthError):
+    """The route needs a signed-in user and the request has none."""
+
+    status_code = 401
+    code = "unauthorized"
+    default_message = "Sign in to continue."
+
+
+class Forbidden(AuthError):
+    """Signed in, but without a role the route requires."""
+
+    status_code = 403
+    code = "forbidden"
+    default_message = "You do not have permission to view this page."
+
+
+class CSRFError(AuthError):
+    """A state-changing request without a valid CSRF token."""
+
+    status_code = 403
+    code = "csrf_failed"
+    default_message = "The form has expired or was not sent by this site. Reload and retry."
+
+
+class NotFound(AuthError):
+    """The addressed object does not exist for this user."""
+
+    status_code = 404
+    code = "not_found"
+    default_message = "Not found."

@@ -1,0 +1,174 @@
+"""Database tables. They live in the application's ``db`` metadata, so ``db.create_all()``
+and Flask-Migrate/Alembic see them.
+
+- ``guardian_sessions``: one row per session of either strategy (device list, revocation).
+- ``guardian_revocations``: the feed other processes poll to learn of revoked JWTs.
+- ``guardian_login_attempts``: failed sign-in counters, shared by every process.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Mapped, mapped_column, validates
+
+EMAIL_MAX_LENGTH = 320
+USER_AGENT_MAX_LENGTH = 512
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns timezone-aware UTC, the same on SQLite, PostgreSQL and
+    MariaDB (whose DATETIME types disagree about time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("UTCDateTime needs a timezone-aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """``datetime.now(UTC)``: every time check is made in Python, never with SQL ``now()``."""
+    return datetime.now(UTC)
+
+
+def normalize_email(email: str) -> str:
+    """NFKC, trimmed and lower-cased: the form emails are stored, looked up and counted in,
+    so ``Ann@Example.com`` and ``ann@example.com`` are one account and one lockout."""
+    return unicodedata.normalize("NFKC", email).strip().lower()
+
+
+class UserMixin:
+    """Columns flask-guardian needs on the application's user model.
+
+    ``class User(db.Model, UserMixin): __tablename__ = "users"`` gives ``id``, ``email``
+    (unique, stored normalised), ``name``, ``role``, ``password_hash``, ``is_active`` and
+    ``session_version`` (bumped on every change that must reach live sessions).
+    """
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True, nullable=False)
+    name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    role: Mapped[str] = mapped_column(String(64), nullable=False, default="user")
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    @validates("email")
+    def _normalize_email(self, key: str, value: str) -> str:
+        return normalize_email(value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} {self.email!r} role={self.role!r}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Models:
+    """The model classes of one ``db``: the user model and guardian's own tables."""
+
+    user: Any
+    session: Any
+    revocation: Any
+    login_attempt: Any
+
+
+def build_models(db: Any, user_model: Any | None) -> Models:
+    """Declare guardian's tables on ``db`` (once per ``db``) and return the classes."""
+    cache: dict[int, Models] = db.__dict__.setdefault("_guardian_models", {})
+    key = id(user_model)
+    if key in cache:
+        return cache[key]
+    if cache:
+        raise ValueError(
+            "flask-guardian tables are already declared on this db with another user model"
+        )
+
+    if user_model is None:
+
+        class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+            """The ready user model used when the application brings none."""
+
+            __tablename__ = "guardian_users"
+
+        user_model = User
+    elif not issubclass(user_model, UserMixin):
+        raise TypeError("user_model must mix in flask_guardian.UserMixin")
+
+    user_table = user_model.__table__
+
+    class SessionRecord(db.Model):  # type: ignore[name-defined,misc]
+        """One session of either strategy."""
+
+        __tablename__ = "guardian_sessions"
+
+        id: Mapped[str] = mapped_column(String(32), primary_key=True)
+        user_id: Mapped[int] = mapped_column(
+            Integer, ForeignKey(user_table.c.id, ondelete="CASCADE"), nullable=False
+        )
+        # SHA-256 hex of the database strategy's cookie token; NULL for JWT sessions.
+        token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+        strategy: Mapped[str] = mapped_column(String(16), nullable=False)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+        last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+        expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+        absolute_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+        revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+        ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+        user_agent: Mapped[str | None] = mapped_column(
+            String(USER_AGENT_MAX_LENGTH), nullable=True
+        )
+
+        __table_args__ = (
+            Index("ix_guardian_sessions_user_id", "user_id"),
+            Index("ix_guardian_sessions_expires_at", "expires_at"),
+        )
+
+    class Revocation(db.Model):  # type: ignore[name-defined,misc]
+        """A revoked JWT session (``session_id``) or a user whose tokens below
+        ``user_version`` must be re-checked against the database."""
+
+        __tablename__ = "guardian_revocations"
+
+        id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+        session_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+        user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+        user_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+        created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+        # After this no token it concerns can still be valid: purge may delete the row.
+        expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+    class LoginAttempt(db.Model):  # type: ignore[name-defined,misc]
+        """Failed sign-ins for one key (``email:<normalised>`` or ``ip:<address>``)."""
+
+        __tablename__ = "guardian_login_attempts"
+
+        key: Mapped[str] = mapped_column(String(400), primary_key=True)
+        failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+        window_started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    models = Models(user_model, SessionRecord, Revocation, LoginAttempt)
+    cache[key] = models
+    return models

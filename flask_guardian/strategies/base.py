@@ -1,0 +1,286 @@
+"""The small interface every session strategy fills in, and the session registry both
+shipped strategies share (one ``guardian_sessions`` row per session).
+
+A strategy answers four questions: which token does this request carry
+(:meth:`read_token`), which session is it (:meth:`load`, the hot path), what token starts a
+new session (:meth:`issue`), and what must happen when sessions end (:meth:`_on_revoked`).
+The extension never asks which strategy it runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from flask import Request, current_app
+from sqlalchemy import and_, select, update
+
+from .. import signals
+from ..models import USER_AGENT_MAX_LENGTH, utcnow
+from ..session import Session, SessionUser
+
+if TYPE_CHECKING:
+    from ..extension import AppState
+
+logger = logging.getLogger("flask_guardian")
+
+#: The result of :meth:`SessionStrategy.load`: the session, and a new token to send when
+#: the session was refreshed (``None`` when the current token stays).
+Loaded = tuple[Session, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the registry records about the client that signed in."""
+
+    ip: str | None
+    user_agent: str | None
+
+    @classmethod
+    def from_request(cls, request: Request | None) -> RequestInfo:
+        if request is None:
+            return cls(None, None)
+        agent = request.headers.get("User-Agent")
+        return cls(request.remote_addr, agent[:USER_AGENT_MAX_LENGTH] if agent else None)
+
+
+def ip_network(ip: str | None) -> str | None:
+    """The /24 (IPv4) or /64 (IPv6) network of ``ip``: a change of network, not of address,
+    is what session monitoring reports (mobile clients hop addresses within one)."""
+    if not ip:
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if address.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def new_session_id() -> str:
+    """A public session id: 128 random bits. It names a session in URLs and lists; it is
+    never a credential (the cookie token or JWT signature is)."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A row of the device list (:meth:`Guardian.list_sessions`)."""
+
+    id: str
+    user_id: int
+    strategy: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        from ..devices import describe_user_agent
+
+        return {
+            "id": self.id,
+            "strategy": self.strategy,
+            "created": self.created_at.isoformat(),
+            "lastSeen": self.last_seen_at.isoformat(),
+            "expires": self.expires_at.isoformat(),
+            "ip": self.ip,
+            "userAgent": self.user_agent,
+            "device": describe_user_agent(self.user_agent),
+            "current": self.current,
+        }
+
+
+class SessionStrategy(ABC):
+    """Base class of session strategies. Subclass it and set ``SESSION_STRATEGY`` to the
+    class (or its import string) to add a third one."""
+
+    #: The value of ``Session.strategy`` and of the registry's ``strategy`` column.
+    name: ClassVar[str]
+    #: Whether ``init_app`` must find JWT keys in the configuration.
+    needs_jwt_keys: ClassVar[bool] = False
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.models = state.models
+        self.db = state.db
+        self.sessions = state.models.session.__table__
+        self.users = state.models.user.__table__
+        self._flagged: dict[str, None] = {}
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def read_token(self, request: Request) -> str | None:
+        """The credential the request carries, or None. Oversized or non-ASCII values are
+        dropped here, before any parsing or query."""
+        token = request.cookies.get(self.settings.cookie_name)
+        if token is None or len(token) > self.settings.token_max_length or not token.isascii():
+            return None
+        return token
+
+    @abstractmethod
+    def load(self, token: str, request: Request) -> Loaded | None:
+        """The session ``token`` belongs to, or None when it is invalid, expired or
+        revoked. Runs on every request: one lookup at most, no write unless a refresh is
+        due."""
+
+    # -- starting and ending sessions ------------------------------------------------
+
+    @abstractmethod
+    def issue(
+        self,
+        user: Any,
+        info: RequestInfo,
+        *,
+        auth_time: datetime | None = None,
+    ) -> tuple[Session, str]:
+        """Start a session for ``user`` (write its registry row) and return it with the
+        token for the cookie. ``auth_time`` keeps the absolute deadline when a session is
+        rotated rather than newly signed in."""
+
+    def _on_revoked(self, session_ids: list[str], user_id: int | None) -> None:  # noqa: B027
+        """Called in the revoking transaction, after the registry rows are marked."""
+
+    def on_user_changed(
+        self, db_session: Any, user_id: int, version: int, *, end: str | None,
+        keep: str | None = None,
+    ) -> None:
+        """A user's role, password, identity or active flag changed, or the user was
+        deleted; ``version`` is the new ``session_version``. ``end`` is ``"all"`` (end every
+        session), ``"others"`` (all but ``keep``) or None. Called from the ORM flush."""
+        if end is None:
+            return
+        condition = self.sessions.c.user_id == user_id
+        if end == "others" and keep is not None:
+            condition = and_(condition, self.sessions.c.id != keep)
+        self._revoke_where(db_session, condition, user_id)
+
+    # -- registry helpers -----------------------------------------------------------
+
+    def _session_user(self, user: Any) -> SessionUser:
+        return SessionUser(user.id, user.email, user.name, user.role)
+
+    def _deadlines(self, now: datetime, auth_time: datetime) -> tuple[datetime, datetime]:
+        """``(expires, absolute)``: the idle deadline capped by the absolute one."""
+        absolute = auth_time + timedelta(seconds=self.settings.max_age)
+        return min(now + timedelta(seconds=self.settings.idle_timeout), absolute), absolute
+
+    def _insert_record(
+        self,
+        user: Any,
+        info: RequestInfo,
+        session_id: str,
+        token_hash: str | None,
+        now: datetime,
+        auth_time: datetime,
+    ) -> tuple[datetime, datetime]:
+        expires, absolute = self._deadlines(now, auth_time)
+        self.db.session.execute(
+            self.sessions.insert().values(
+                id=session_id,
+                user_id=user.id,
+                token_hash=token_hash,
+                strategy=self.name,
+                created_at=auth_time,
+                last_seen_at=now,
+                expires_at=expires,
+                absolute_expires_at=absolute,
+                ip=info.ip,
+                user_agent=info.user_agent,
+            )
+        )
+        return expires, absolute
+
+    def _revoke_where(self, db_session: Any, condition: Any, user_id: int | None) -> list[str]:
+        table = self.sessions
+        where = and_(condition, table.c.revoked_at.is_(None))
+        ids = [row[0] for row in db_session.execute(select(table.c.id).where(where))]
+        if ids:
+            db_session.execute(
+                update(table)
+                .where(table.c.id.in_(ids))
+                .values(revoked_at=utcnow(), token_hash=None)
+            )
+            self._on_revoked(ids, user_id)
+        return ids
+
+    def revoke(self, session_ids: Iterable[str], user_id: int | None = None) -> list[str]:
+        """End the named sessions (those of ``user_id`` only, when given). Does not
+        commit. Returns the ids that were live."""
+        condition = self.sessions.c.id.in_(list(session_ids))
+        if user_id is not None:
+            condition = and_(condition, self.sessions.c.user_id == user_id)
+        return self._revoke_where(self.db.session, condition, user_id)
+
+    def revoke_user(self, user_id: int, *, except_id: str | None = None) -> list[str]:
+        """End every session of ``user_id`` but ``except_id``. Does not commit."""
+        condition = self.sessions.c.user_id == user_id
+        if except_id is not None:
+            condition = and_(condition, self.sessions.c.id != except_id)
+        return self._revoke_where(self.db.session, condition, user_id)
+
+    def list(self, user_id: int, current_id: str | None) -> list[SessionInfo]:
+        """The live sessions of ``user_id``, newest first."""
+        t = self.sessions
+        rows = self.db.session.execute(
+            select(
+                t.c.id, t.c.strategy, t.c.created_at, t.c.last_seen_at, t.c.expires_at,
+                t.c.ip, t.c.user_agent,
+            )
+            .where(t.c.user_id == user_id, t.c.revoked_at.is_(None), t.c.expires_at > utcnow())
+            .order_by(t.c.last_seen_at.desc())
+        )
+        return [
+            SessionInfo(r.id, user_id, r.strategy, r.created_at, r.last_seen_at, r.expires_at,
+                        r.ip, r.user_agent, r.id == current_id)
+            for r in rows
+        ]
+
+    # -- monitoring ------------------------------------------------------------------
+
+    def check_client(
+        self, session: Session, request: Request, agent_changed: bool, signed_network: str | None
+    ) -> bool:
+        """Compare the request with what the session was signed in with; on a change send
+        ``suspicious_session`` and, with ``GUARDIAN_ON_SUSPICIOUS_SESSION = "revoke"``, end
+        the session. Returns False when the session must not be used."""
+        reasons = ["user_agent"] if agent_changed else []
+        if self.settings.monitor_ip_network and ip_network(request.remote_addr) != signed_network:
+            reasons.append("ip_network")
+        if not reasons:
+            return True
+        action = self.settings.on_suspicious_session
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if action == "revoke" or session.id not in self._flagged:
+            # "log" reports a session once per process, not on every request it makes.
+            if len(self._flagged) >= 10_000:
+                self._flagged.clear()
+            self._flagged[session.id] = None
+            logger.warning(
+                "suspicious session %s of user %s: %s changed",
+                session.id, session.user.id, " and ".join(reasons),
+            )
+            signals.suspicious_session.send(app, session=session, reasons=reasons, action=action)
+        if action == "revoke":
+            self.revoke([session.id], session.user.id)
+            self.db.session.commit()
+            signals.session_revoked.send(
+                app, session_ids=[session.id], user_id=session.user.id, reason="suspicious"
+            )
+            return False
+        return True
+
+
+def sha256_hex(value: str) -> str:
+    """SHA-256 hex digest: how the database strategy stores cookie tokens."""
+    return hashlib.sha256(value.encode("ascii")).hexdigest()

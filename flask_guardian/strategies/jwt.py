@@ -1,0 +1,317 @@
+"""The jwt strategy: a signed JWT (PyJWT) in the HttpOnly cookie, or in
+``Authorization: Bearer`` for API clients.
+
+An ordinary request is verified without touching the database: the signature and claims
+are checked once per token and the result kept in a bounded cache keyed by the exact token
+(expiry is still checked on every use). Revocation is real: each revoked session (and each
+user whose role, password or status changed) is written to ``guardian_revocations``; the
+revoking process applies it at once, every other process reads the feed when
+``GUARDIAN_JWT_REVOCATION_INTERVAL`` seconds have passed, so a revoked token dies
+everywhere within that delay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from flask import Request
+from sqlalchemy import bindparam, select, update
+
+from ..models import USER_AGENT_MAX_LENGTH, utcnow
+from ..session import Session, SessionUser
+from .base import Loaded, RequestInfo, SessionStrategy, ip_network, new_session_id
+
+#: Claims every token must carry; PyJWT refuses a token missing any of them.
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud", "sid", "auth_time"]
+#: A revocation row is read again for this long after it was written, so a transaction
+#: that commits a little after its rows were stamped is not missed by a poll.
+POLL_OVERLAP = timedelta(seconds=60)
+
+
+def agent_digest(agent: str | None) -> str:
+    """A short digest of the User-Agent the session was signed in with (claim ``uah``):
+    enough to notice a change, without putting the string itself into every token."""
+    return hashlib.sha256((agent or "").encode("utf-8", "replace")).hexdigest()[:16]
+
+
+class _Verified:
+    """A token whose signature and claims were checked, kept in the cache."""
+
+    __slots__ = ("agent", "exp", "iat", "ipn", "session", "uah", "ver")
+
+    def __init__(self, session: Session, exp: float, iat: float, ver: int, uah: str,
+                 ipn: str | None, agent: str | None) -> None:
+        self.session = session
+        self.exp = exp
+        self.iat = iat
+        self.ver = ver
+        self.uah = uah
+        self.ipn = ipn
+        self.agent = agent
+
+
+class JWTStrategy(SessionStrategy):
+    """Stateless verification with a registry row per session and a revocation feed."""
+
+    name = "jwt"
+    needs_jwt_keys = True
+
+    def __init__(self, state: Any) -> None:
+        super().__init__(state)
+        st = self.settings
+        signer = st.jwt_keys[0]
+        self._signing_key = signer.signing
+        self._headers = {"kid": signer.kid} if signer.kid else None
+        self._verify_keys = {k.kid: k.verifying for k in st.jwt_keys}
+        self._algorithms = [st.jwt_algorithm]
+        self._decode_options: Any = {"require": REQUIRED_CLAIMS}
+        self._cache: dict[str, _Verified] = {}
+        self._revoked: dict[str, float] = {}  # session id -> when its tokens are dead anyway
+        self._versions: dict[int, int] = {}  # user id -> lowest session_version still good
+        self._lock = threading.Lock()
+        self._next_poll = 0.0
+        self._poll_since: datetime | None = None
+        s, u = self.sessions, self.users
+        self._registry_lookup = (
+            select(
+                s.c.created_at, s.c.expires_at, s.c.absolute_expires_at, s.c.ip,
+                s.c.user_agent, u.c.id, u.c.email, u.c.name, u.c.role, u.c.session_version,
+            )
+            .select_from(s.join(u, u.c.id == s.c.user_id))
+            .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None), u.c.is_active.is_(True))
+        )
+        self._touch = (
+            update(s)
+            .where(s.c.id == bindparam("sid"))
+            .values(last_seen_at=bindparam("now"), expires_at=bindparam("expires"))
+        )
+        revocations = self.models.revocation.__table__
+        self._revocations = revocations
+        self._feed = select(
+            revocations.c.session_id, revocations.c.user_id, revocations.c.user_version,
+            revocations.c.expires_at,
+        ).where(revocations.c.created_at >= bindparam("since"))
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def read_token(self, request: Request) -> str | None:
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            token = token.strip()
+            if len(token) > self.settings.token_max_length or not token.isascii():
+                return None
+            return token or None
+        return super().read_token(request)
+
+    def load(self, token: str, request: Request) -> Loaded | None:
+        now = time.time()
+        if now >= self._next_poll:
+            self._poll(now)
+        entry = self._cache.get(token)
+        if entry is None:
+            entry = self._verify(token, request)
+            if entry is None:
+                return None
+        if entry.exp <= now:
+            self._cache.pop(token, None)
+            return None
+        session = entry.session
+        if session.id in self._revoked:
+            return None
+        version = self._versions.get(session.user.id)
+        if (version is not None and entry.ver < version) or (
+            now - entry.iat >= self.settings.update_age
+        ):
+            return self._refresh(session, request)
+        agent = request.headers.get("User-Agent")
+        if agent != entry.agent:
+            changed = agent_digest(agent[:USER_AGENT_MAX_LENGTH] if agent else None) != entry.uah
+            if not changed:
+                entry.agent = agent
+            elif not self.check_client(session, request, True, entry.ipn):
+                return None
+        elif self.settings.monitor_ip_network and not self.check_client(
+            session, request, False, entry.ipn
+        ):
+            return None
+        return session, None
+
+    def _verify(self, token: str, request: Request) -> _Verified | None:
+        """Check signature and every registered claim; None for anything wrong."""
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._verify_keys.get(header.get("kid"))
+            if key is None:
+                return None  # unknown kid (or a kid where none is configured): refused
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=self.settings.jwt_audience,
+                issuer=self.settings.jwt_issuer,
+                leeway=self.settings.jwt_leeway,
+                options=self._decode_options,
+            )
+            user = SessionUser(
+                int(claims["sub"]), claims["email"], claims.get("name"), claims["role"]
+            )
+            sid, ver, uah = claims["sid"], claims["ver"], claims["uah"]
+            exp, iat, auth_time = claims["exp"], claims["iat"], claims["auth_time"]
+            ipn = claims.get("ipn")
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError, OverflowError):
+            return None
+        if not (
+            isinstance(sid, str) and isinstance(ver, int) and isinstance(uah, str)
+            and isinstance(user.email, str) and isinstance(user.role, str)
+            and isinstance(user.name, (str, type(None))) and isinstance(ipn, (str, type(None)))
+            and isinstance(auth_time, int) and isinstance(exp, int) and isinstance(iat, int)
+        ):
+            return None
+        try:
+            expires = datetime.fromtimestamp(exp, UTC)
+            signed_in = datetime.fromtimestamp(auth_time, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+        session = Session(sid, user, expires, self.name, signed_in)
+        agent = request.headers.get("User-Agent")
+        entry = _Verified(session, float(exp), float(iat), ver, uah, ipn, agent)
+        if self.settings.jwt_cache_size:
+            if len(self._cache) >= self.settings.jwt_cache_size:
+                # Bounded: drop the oldest entry (dicts keep insertion order).
+                self._cache.pop(next(iter(self._cache)), None)
+            self._cache[token] = entry
+        return entry
+
+    # -- issuing and refreshing ------------------------------------------------------
+
+    def _encode(self, session_id: str, user: SessionUser, version: int, auth_time: datetime,
+                expires: datetime, agent: str | None, ip: str | None) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.jwt_audience,
+            "sub": str(user.id),
+            "sid": session_id,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "nbf": now,
+            "exp": int(expires.timestamp()),
+            "auth_time": int(auth_time.timestamp()),
+            "ver": version,
+            "uah": agent_digest(agent),
+            "email": user.email,
+            "name": user.name,
+            "role": user.role,
+        }
+        if self.settings.monitor_ip_network:
+            claims["ipn"] = ip_network(ip)
+        return jwt.encode(
+            claims, self._signing_key, algorithm=self.settings.jwt_algorithm,
+            headers=self._headers,
+        )
+
+    def issue(
+        self,
+        user: Any,
+        info: RequestInfo,
+        *,
+        auth_time: datetime | None = None,
+    ) -> tuple[Session, str]:
+        now = utcnow().replace(microsecond=0)  # JWT times are whole seconds
+        session_id = new_session_id()
+        auth_time = (auth_time or now).replace(microsecond=0)
+        expires, _ = self._insert_record(user, info, session_id, None, now, auth_time)
+        session_user = self._session_user(user)
+        token = self._encode(session_id, session_user, user.session_version or 0, auth_time,
+                             expires, info.user_agent, info.ip)
+        return Session(session_id, session_user, expires, self.name, auth_time), token
+
+    def _refresh(self, session: Session, request: Request) -> Loaded | None:
+        """Re-read the registry row and the user, and re-issue the token with fresh claims
+        and a new idle deadline. Runs when the update age has passed or the user changed."""
+        row = self.db.session.execute(self._registry_lookup, {"sid": session.id}).first()
+        now = utcnow().replace(microsecond=0)
+        if row is None or row.expires_at <= now:
+            self._revoked[session.id] = time.time() + self.settings.max_age
+            return None
+        if self._versions.get(row.id, 0) > row.session_version:
+            self._versions[row.id] = row.session_version  # the database is the truth
+        expires = min(now + timedelta(seconds=self.settings.idle_timeout),
+                      row.absolute_expires_at)
+        self.db.session.execute(self._touch, {"sid": session.id, "now": now, "expires": expires})
+        self.db.session.commit()
+        user = SessionUser(row.id, row.email, row.name, row.role)
+        token = self._encode(session.id, user, row.session_version, row.created_at, expires,
+                             row.user_agent, row.ip)
+        refreshed = Session(session.id, user, expires, self.name, row.created_at)
+        agent = request.headers.get("User-Agent")
+        agent = agent[:USER_AGENT_MAX_LENGTH] if agent else None
+        if (agent != row.user_agent or self.settings.monitor_ip_network) and not (
+            self.check_client(refreshed, request, agent != row.user_agent, ip_network(row.ip))
+        ):
+            return None
+        return refreshed, token
+
+    # -- revocation ------------------------------------------------------------------
+
+    def _feed_expiry(self) -> datetime:
+        # No token outlives its session's absolute deadline; after that the row is moot.
+        return utcnow() + timedelta(seconds=self.settings.max_age + self.settings.jwt_leeway)
+
+    def _on_revoked(self, session_ids: list[str], user_id: int | None) -> None:
+        dead_after = time.time() + self.settings.max_age + self.settings.jwt_leeway
+        for sid in session_ids:
+            self._revoked[sid] = dead_after
+        now, expires = utcnow(), self._feed_expiry()
+        self.db.session.execute(
+            self._revocations.insert(),
+            [
+                {"session_id": sid, "user_id": user_id, "created_at": now, "expires_at": expires}
+                for sid in session_ids
+            ],
+        )
+
+    def on_user_changed(
+        self, db_session: Any, user_id: int, version: int, *, end: str | None,
+        keep: str | None = None,
+    ) -> None:
+        super().on_user_changed(db_session, user_id, version, end=end, keep=keep)
+        if self._versions.get(user_id, -1) < version:
+            self._versions[user_id] = version
+        db_session.execute(
+            self._revocations.insert().values(
+                user_id=user_id, user_version=version, created_at=utcnow(),
+                expires_at=self._feed_expiry(),
+            )
+        )
+
+    def _poll(self, now: float) -> None:
+        """Read revocations written since the last poll (by any process)."""
+        with self._lock:
+            if now < self._next_poll:
+                return
+            self._next_poll = now + self.settings.jwt_revocation_interval
+            since = self._poll_since
+            started = datetime.fromtimestamp(now, UTC)
+            if since is None:  # first poll: anything still able to matter
+                since = started - timedelta(seconds=self.settings.max_age)
+            self._poll_since = started - POLL_OVERLAP
+        rows = self.db.session.execute(self._feed, {"since": since}).all()
+        for sid, user_id, user_version, expires_at in rows:
+            if sid is not None:
+                self._revoked[sid] = expires_at.timestamp()
+            elif user_id is not None and user_version is not None and (
+                self._versions.get(user_id, -1) < user_version
+            ):
+                self._versions[user_id] = user_version
+        if len(self._revoked) > 1024:
+            self._revoked = {s: t for s, t in self._revoked.items() if t > now}

@@ -1,0 +1,181 @@
+"""The ``guardian`` blueprint (SPEC §4). Views are thin: they read the request, call the
+public functions and pick HTML or JSON; errors are raised as types and rendered by
+:func:`render_error`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
+
+from .auth import revoke, revoke_user, sign_in, sign_out
+from .errors import AuthError, BadRequest, NotFound, Unauthorized
+from .extension import get_state
+from .protection import login_required
+from .redirects import safe_redirect
+
+blueprint = Blueprint("guardian", __name__, template_folder="templates")
+
+
+def wants_json() -> bool:
+    """True for a JSON request (JSON body, or ``Accept`` preferring JSON to HTML)."""
+    if request.is_json:
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json"
+
+
+def _payload() -> dict[str, Any]:
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise BadRequest("Expected a JSON object.")
+        return data
+    return request.form.to_dict()
+
+
+def _field(data: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"'{name}' must be a string.")
+    return value
+
+
+def _check_csrf(data: dict[str, Any] | None = None, *, always: bool = False) -> None:
+    """CSRF applies when the request carries a cookie credential (and always for sign-in:
+    login CSRF). Bearer-only API requests carry no ambient credential."""
+    state = get_state()
+    if always or state.settings.cookie_name in request.cookies:
+        submitted = (data or {}).get("csrf_token") or (data or {}).get("csrfToken")
+        state.csrf.validate(request, submitted)
+
+
+def render_error(error: AuthError) -> Any:
+    """Turn a flask-guardian error into a redirect, an HTML page or a JSON body."""
+    if wants_json():
+        body = {"ok": False, "error": error.code, "message": error.message}
+        return jsonify(body), error.status_code
+    if isinstance(error, Unauthorized):
+        state = get_state()
+        path = request.full_path if request.query_string else request.path
+        target = safe_redirect(path, state.settings.default_redirect)
+        return redirect(
+            url_for("guardian.signin_page") + "?" + urlencode({"redirectUrl": target}), 303
+        )
+    return render_template("guardian/error.html", error=error), error.status_code
+
+
+@blueprint.after_request
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.get("/signin")
+def signin_page() -> Any:
+    state = get_state()
+    target = safe_redirect(request.args.get("redirectUrl"), state.settings.default_redirect)
+    return render_template("guardian/signin.html", redirect_url=target, error=None, email="")
+
+
+@blueprint.post("/signin")
+def signin() -> Any:
+    data = _payload()
+    _check_csrf(data, always=True)
+    email = _field(data, "email")
+    password = _field(data, "password")
+    redirect_url = _field(data, "redirectUrl", required=False)
+    result = sign_in("credentials", email=email, password=password, redirect_url=redirect_url)
+    status = 429 if result.error == "too_many_attempts" else 401
+    if wants_json():
+        if result.ok and result.session is not None:
+            return jsonify(
+                ok=True,
+                redirectUrl=result.redirect_url,
+                session=result.session.to_dict(),
+                csrfToken=get_state().csrf.token(),
+            )
+        return jsonify(ok=False, error=result.error), status
+    if result.ok:
+        return redirect(result.redirect_url, 303)
+    message = (
+        "Too many failed attempts. Wait a few minutes and try again."
+        if result.error == "too_many_attempts"
+        else "The email or password is incorrect."
+    )
+    return (
+        render_template(
+            "guardian/signin.html", redirect_url=result.redirect_url, error=message,
+            email=email if email and len(email) <= 320 else "",
+        ),
+        status,
+    )
+
+
+@blueprint.get("/signout")
+def signout_page() -> Any:
+    """A confirmation page: GET changes nothing."""
+    return render_template("guardian/signout.html")
+
+
+@blueprint.post("/signout")
+def signout() -> Any:
+    data = _payload()
+    _check_csrf(data)
+    result = sign_out(redirect_url=data.get("redirectUrl"))
+    if wants_json():
+        return jsonify(ok=True, redirectUrl=result.redirect_url)
+    return redirect(result.redirect_url, 303)
+
+
+@blueprint.get("/session")
+def session_json() -> Any:
+    session = g.get("session")
+    return jsonify(session.to_dict() if session else None)
+
+
+@blueprint.get("/csrf")
+def csrf_json() -> Any:
+    return jsonify(csrfToken=get_state().csrf.token())
+
+
+@blueprint.get("/sessions")
+@login_required
+def sessions_page() -> Any:
+    state = get_state()
+    current = g.session
+    sessions = state.strategy.list(current.user.id, current.id)
+    if wants_json():
+        return jsonify(sessions=[s.to_dict() for s in sessions])
+    return render_template("guardian/sessions.html", sessions=sessions)
+
+
+@blueprint.post("/sessions/<session_id>/revoke")
+@login_required
+def revoke_one(session_id: str) -> Any:
+    data = _payload()
+    _check_csrf(data)
+    current = g.session
+    if len(session_id) > 64 or not revoke(get_state(), [session_id], current.user.id,
+                                          reason="revoked"):
+        raise NotFound("No such session.")
+    if session_id == current.id:
+        sign_out()
+    if wants_json():
+        return jsonify(ok=True)
+    return redirect(url_for("guardian.sessions_page" if g.session else "guardian.signin_page"),
+                    303)
+
+
+@blueprint.post("/sessions/revoke-others")
+@login_required
+def revoke_others() -> Any:
+    data = _payload()
+    _check_csrf(data)
+    count = revoke_user(get_state(), g.session.user.id, except_current=True)
+    if wants_json():
+        return jsonify(ok=True, revoked=count)
+    return redirect(url_for("guardian.sessions_page"), 303)

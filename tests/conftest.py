@@ -1,0 +1,245 @@
+"""Fixtures: a real app built through the public API, parametrized over both strategies
+and over SQLite, PostgreSQL and MariaDB.
+
+``GUARDIAN_TEST_DATABASES`` (default ``sqlite,postgresql,mariadb``) picks the databases.
+A server that is not reachable skips its tests with the reason, except with ``CI=true``,
+where it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from functools import cache
+from typing import Any
+
+import pytest
+from flask import Flask, g, jsonify
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import create_engine, event, text
+
+from flask_guardian import Guardian, login_required, roles_required
+
+STRATEGIES = ["database", "jwt"]
+DATABASES = [
+    d.strip() for d in os.environ.get("GUARDIAN_TEST_DATABASES", "sqlite,postgresql,mariadb")
+    .split(",") if d.strip()
+]
+SERVER_URLS = {
+    "postgresql": os.environ.get(
+        "GUARDIAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    ),
+    "mariadb": os.environ.get(
+        "GUARDIAN_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+    ),
+}
+
+ADMIN = ("admin@example.com", "admin-password-123")
+USER = ("user@example.com", "user-password-123")
+JWT_SECRET = "test-jwt-secret-" + "x" * 32
+ON_CI = os.environ.get("CI", "").lower() == "true"
+
+BASE_CONFIG: dict[str, Any] = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key-0123456789abcdef",
+    "GUARDIAN_JWT_SECRET": JWT_SECRET,
+    "GUARDIAN_COOKIE_SECURE": False,
+    # Cheap hashes keep the suite fast; the scheme (argon2id) is the production one.
+    "GUARDIAN_ARGON2_MEMORY_COST": 1024,
+    "GUARDIAN_ARGON2_TIME_COST": 1,
+}
+
+
+@cache
+def server_problem(name: str) -> str | None:
+    """None when the server answers, else why not."""
+    try:
+        engine = create_engine(SERVER_URLS[name])
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def reset_database(url: str) -> None:
+    """Drop every table, so each test starts from an empty database."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        else:
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 0"))
+            tables = [r[0] for r in conn.execute(text("SHOW TABLES"))]
+            for table in tables:
+                conn.execute(text(f"DROP TABLE `{table}`"))
+            conn.execute(text("SET FOREIGN_KEY_CHECKS = 1"))
+    engine.dispose()
+
+
+def require_server(name: str) -> str:
+    """The URL of a reachable server, or skip (fail on CI) with the reason."""
+    problem = server_problem(name)
+    if problem is not None:
+        message = f"{name} server not reachable at {SERVER_URLS[name]}: {problem}"
+        if ON_CI:
+            pytest.fail("CI=true requires it: " + message)
+        pytest.skip(message)
+    return SERVER_URLS[name]
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A clean database of each configured kind."""
+    name = request.param
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    url = require_server(name)
+    reset_database(url)
+    return url
+
+
+@pytest.fixture(params=STRATEGIES)
+def strategy(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+AppFactory = Callable[..., Flask]
+
+
+def build_app(database_url: str, strategy: str, **config: Any) -> Flask:
+    """A small app like a user would write, with the two demo users."""
+    app = Flask("guardian_test_app")
+    app.config.update(BASE_CONFIG)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, SESSION_STRATEGY=strategy)
+    app.config.update(config)
+    db = SQLAlchemy(app)
+    guardian = Guardian(app, db=db)
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    @app.get("/dashboard")
+    @login_required
+    def dashboard() -> str:
+        return f"hello {g.session.user.email}"
+
+    @app.get("/admin")
+    @roles_required("admin")
+    def admin() -> str:
+        return "admin area"
+
+    @app.get("/api/me")
+    @login_required
+    def api_me() -> Any:
+        return jsonify(g.session.to_dict())
+
+    @app.get("/open/<path:rest>")
+    def open_route(rest: str) -> str:
+        return f"open {rest}"
+
+    with app.app_context():
+        db.create_all()
+        guardian.create_user(ADMIN[0], ADMIN[1], name="Ada Admin", role="admin")
+        guardian.create_user(USER[0], USER[1], name=None, role="user")
+    return app
+
+
+@pytest.fixture
+def make_app(database_url: str, strategy: str) -> Iterator[AppFactory]:
+    """``make_app(**config)`` builds an app on a clean database with the strategy."""
+    apps: list[Flask] = []
+
+    def factory(**config: Any) -> Flask:
+        app = build_app(database_url, config.pop("SESSION_STRATEGY", strategy), **config)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+def guardian_of(app: Flask) -> Guardian:
+    return app.extensions["guardian"]  # type: ignore[no-any-return]
+
+
+def db_of(app: Flask) -> Any:
+    return app.extensions["sqlalchemy"]
+
+
+class QueryCounter:
+    """Counts SQL statements an engine runs (``with QueryCounter(app) as q: ...``)."""
+
+    def __init__(self, app: Flask) -> None:
+        with app.app_context():
+            self.engine = db_of(app).engine
+        self.statements: list[str] = []
+
+    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    def __enter__(self) -> QueryCounter:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    @property
+    def writes(self) -> list[str]:
+        return [
+            s for s in self.statements
+            if s.lstrip().split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}
+        ]
+
+
+# -- a per-database count of tests, printed at the end --------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    db = callspec.params.get("database_url") if callspec else None
+    report.user_properties.append(("database", db or "none"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    counts: Counter[tuple[str, str]] = Counter()
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome == "passed":
+                continue
+            db = dict(getattr(report, "user_properties", [])).get("database", "none")
+            counts[(db, outcome)] += 1
+    if not counts:
+        return
+    terminalreporter.section("tests per database")
+    for db in sorted({d for d, _ in counts}):
+        parts = ", ".join(
+            f"{counts[(db, o)]} {o}" for o in ("passed", "failed", "skipped", "error")
+            if counts[(db, o)]
+        )
+        label = db if db != "none" else "no database parameter"
+        terminalreporter.write_line(f"{label}: {parts}")

@@ -55,7 +55,8 @@ def _app() -> Any:
 
 def get_session() -> Session | None:
     """The current request's session (``g.session``), or None when anonymous."""
-    return g.get("session")
+    session: Session | None = g.get("session")
+    return session
 
 
 # -- credentials ------------------------------------------------------------------------

@@ -286,7 +286,8 @@ def _jwt_keys(config: Mapping[str, Any], algorithm: str, needed: bool) -> tuple[
         if not needed:
             return ()
         raise ConfigurationError(
-            "GUARDIAN_JWT_PRIVATE_KEY", f"{algorithm} needs a PEM private key (or GUARDIAN_JWT_KEYS)"
+            "GUARDIAN_JWT_PRIVATE_KEY",
+            f"{algorithm} needs a PEM private key (or GUARDIAN_JWT_KEYS)",
         )
     signing = _asymmetric_key("GUARDIAN_JWT_PRIVATE_KEY", private_pem, private=True)
     public_pem = _get(config, "GUARDIAN_JWT_PUBLIC_KEY")

@@ -78,7 +78,9 @@ class Guardian:
         """Validate ``app.config`` and register everything on ``app``. Fails with
         :class:`ConfigurationError` (naming the key) on an unusable value."""
         if self.db is None or self.models is None:
-            raise ConfigurationError("db", "pass the app's Flask-SQLAlchemy object: Guardian(db=db)")
+            raise ConfigurationError(
+                "db", "pass the app's Flask-SQLAlchemy object: Guardian(db=db)"
+            )
         settings = load_settings(app.config)
         state = AppState(
             guardian=self,

@@ -108,7 +108,7 @@ def build_models(db: Any, user_model: Any | None) -> Models:
 
     if user_model is None:
 
-        class User(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        class User(db.Model, UserMixin):  # type: ignore[misc]
             """The ready user model used when the application brings none."""
 
             __tablename__ = "guardian_users"
@@ -119,7 +119,7 @@ def build_models(db: Any, user_model: Any | None) -> Models:
 
     user_table = user_model.__table__
 
-    class SessionRecord(db.Model):  # type: ignore[name-defined,misc]
+    class SessionRecord(db.Model):  # type: ignore[misc]
         """One session of either strategy."""
 
         __tablename__ = "guardian_sessions"
@@ -146,7 +146,7 @@ def build_models(db: Any, user_model: Any | None) -> Models:
             Index("ix_guardian_sessions_expires_at", "expires_at"),
         )
 
-    class Revocation(db.Model):  # type: ignore[name-defined,misc]
+    class Revocation(db.Model):  # type: ignore[misc]
         """A revoked JWT session (``session_id``) or a user whose tokens below
         ``user_version`` must be re-checked against the database."""
 
@@ -160,7 +160,7 @@ def build_models(db: Any, user_model: Any | None) -> Models:
         # After this no token it concerns can still be valid: purge may delete the row.
         expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
 
-    class LoginAttempt(db.Model):  # type: ignore[name-defined,misc]
+    class LoginAttempt(db.Model):  # type: ignore[misc]
         """Failed sign-ins for one key (``email:<normalised>`` or ``ip:<address>``)."""
 
         __tablename__ = "guardian_login_attempts"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import ADMIN, USER  # noqa: F401  (re-exported for the test files)
+from conftest import ADMIN, USER
 from flask import Flask
 from werkzeug.http import parse_set_header
 

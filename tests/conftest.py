@@ -144,8 +144,10 @@ def build_app(database_url: str, strategy: str, **config: Any) -> Flask:
 
     with app.app_context():
         db.create_all()
-        guardian.create_user(ADMIN[0], ADMIN[1], name="Ada Admin", role="admin")
-        guardian.create_user(USER[0], USER[1], name=None, role="user")
+        model = guardian.user_model
+        if db.session.execute(db.select(model.id).limit(1)).first() is None:
+            guardian.create_user(ADMIN[0], ADMIN[1], name="Ada Admin", role="admin")
+            guardian.create_user(USER[0], USER[1], name=None, role="user")
     return app
 
 

@@ -113,14 +113,14 @@ class JWTStrategy(SessionStrategy):
         return super().read_token(request)
 
     def load(self, token: str, request: Request) -> Loaded | None:
-        now = time.time()
-        if now >= self._next_poll:
-            self._poll(now)
         entry = self._cache.get(token)
         if entry is None:
             entry = self._verify(token, request)
             if entry is None:
-                return None
+                return None  # a token we did not sign costs no query
+        now = time.time()
+        if now >= self._next_poll:
+            self._poll(now)
         if entry.exp <= now:
             self._cache.pop(token, None)
             return None

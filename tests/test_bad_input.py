@@ -1,0 +1,111 @@
+"""Bad input: oversized, non-ASCII, NUL-containing or malformed cookies, SQL-looking values,
+non-string JSON fields, non-JSON bodies. Anonymous or a 4xx, never a 500, nothing written,
+and no database query for a cookie that cannot be a valid token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import QueryCounter
+from flask import Flask
+from helpers import USER, csrf_token, sign_in_ok
+
+BAD_COOKIES = [
+    "",
+    "x",
+    "a" * 5000,
+    "' OR 1=1 --",
+    "abc\x00def",
+    "ünïcödé-" * 5,
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+    "not.a.jwt",
+    "a.b.c.d.e",
+    "%00%ff",
+    "1; DROP TABLE guardian_sessions",
+    "A" * 43 + "\u2028",
+]
+
+
+@pytest.mark.parametrize("value", BAD_COOKIES)
+def test_malformed_cookie_is_anonymous_without_query_or_write(
+    app: Flask, strategy: str, value: str
+) -> None:
+    client = app.test_client()
+    client.get("/")  # the jwt strategy polls its revocation feed on the first request
+    client.set_cookie("guardian", value)
+    with QueryCounter(app) as queries:
+        response = client.get("/dashboard", headers={"Accept": "application/json"})
+    assert response.status_code == 401
+    assert queries.count == 0, queries.statements
+
+
+def test_well_formed_unknown_token_is_one_read_no_write(app: Flask, strategy: str) -> None:
+    client = app.test_client()
+    client.get("/")
+    client.set_cookie("guardian", "A" * 43)
+    with QueryCounter(app) as queries:
+        assert client.get("/dashboard", headers={"Accept": "application/json"}).status_code == 401
+    assert queries.writes == []
+    assert queries.count == (1 if strategy == "database" else 0)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": ["a"], "password": "x"},
+        {"email": USER[0], "password": 12345},
+        {"email": None, "password": None},
+        {"email": {"$ne": ""}, "password": "x"},
+        {"email": USER[0], "password": USER[1], "redirectUrl": ["/x"]},
+        {},
+    ],
+)
+def test_non_string_json_fields_are_400(client: Any, body: dict[str, Any]) -> None:
+    body["csrfToken"] = csrf_token(client)
+    response = client.post("/auth/signin", json=body)
+    assert response.status_code == 400
+    assert response.get_json()["ok"] is False
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1,2]", b'"string"', b"\xff\xfe", b"{"])
+def test_non_object_json_bodies_are_400(client: Any, raw: bytes) -> None:
+    response = client.post("/auth/signin", data=raw,
+                           headers={"Content-Type": "application/json",
+                                    "X-CSRF-Token": csrf_token(client)})
+    assert response.status_code == 400
+
+
+def test_huge_password_is_refused_quickly(app: Flask, client: Any) -> None:
+    hasher = app.extensions["guardian_state"].hasher
+    before = hasher.hash_computations
+    token = csrf_token(client)
+    response = client.post("/auth/signin",
+                           json={"email": USER[0], "password": "p" * 100_000, "csrfToken": token})
+    assert response.status_code == 401
+    assert hasher.hash_computations == before
+
+
+@pytest.mark.parametrize("email", ["' OR '1'='1", "a@b\x00.c", "x" * 5000, "ü@ü.ü", ""])
+def test_odd_emails_are_a_plain_refusal(client: Any, email: str) -> None:
+    token = csrf_token(client)
+    response = client.post("/auth/signin",
+                           json={"email": email, "password": "whatever-pass", "csrfToken": token})
+    assert response.status_code == 401
+    assert response.get_json() == {"ok": False, "error": "invalid_credentials"}
+
+
+@pytest.mark.parametrize("session_id", ["' OR 1=1 --", "x" * 500, "..%2F..", "%00"])
+def test_sql_looking_session_ids_are_404(client: Any, session_id: str) -> None:
+    sign_in_ok(client)
+    response = client.post(f"/auth/sessions/{session_id}/revoke",
+                           headers={"X-CSRF-Token": csrf_token(client),
+                                    "Accept": "application/json"})
+    assert response.status_code == 404
+    assert client.get("/auth/session").get_json() is not None
+
+
+def test_form_signin_with_missing_fields_is_400(client: Any) -> None:
+    response = client.post("/auth/signin", data={"csrf_token": csrf_token(client)})
+    assert response.status_code == 400
+    assert "must be a string" in response.get_data(as_text=True)

@@ -1,0 +1,161 @@
+"""Configuration is validated once, at init_app, with a message naming the key and what it
+accepts; a bad value never reaches a request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import BASE_CONFIG
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_guardian import ConfigurationError, Guardian
+from flask_guardian.strategies import DatabaseStrategy, JWTStrategy
+
+
+def init(**config: Any) -> Flask:
+    app = Flask("config_test")
+    app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI="sqlite://")
+    app.config.update(config)
+    Guardian(app, db=SQLAlchemy(app))
+    return app
+
+
+def settings_of(app: Flask) -> Any:
+    return app.extensions["guardian_state"].settings
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "fragment"),
+    [
+        ({"SESSION_STRATEGY": "redis"}, "SESSION_STRATEGY", "'database', 'jwt'"),
+        ({"SESSION_STRATEGY": "no.such.module.Strategy"}, "SESSION_STRATEGY", "cannot import"),
+        ({"SESSION_STRATEGY": 42}, "SESSION_STRATEGY", "SessionStrategy subclass"),
+        ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_SECRET": "short"}, "GUARDIAN_JWT_SECRET",
+         "at least 32 bytes"),
+        ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_SECRET": None}, "GUARDIAN_JWT_SECRET",
+         "needs a secret"),
+        ({"GUARDIAN_JWT_ALGORITHM": "none"}, "GUARDIAN_JWT_ALGORITHM", "HS256"),
+        ({"GUARDIAN_COOKIE_SECURE": False, "GUARDIAN_COOKIE_NAME": "__Host-x"},
+         "GUARDIAN_COOKIE_NAME", "__Host- cookie needs GUARDIAN_COOKIE_SECURE"),
+        ({"GUARDIAN_COOKIE_SECURE": True, "GUARDIAN_COOKIE_DOMAIN": "example.com",
+          "GUARDIAN_COOKIE_NAME": "__Host-x"}, "GUARDIAN_COOKIE_NAME", "no domain"),
+        ({"GUARDIAN_COOKIE_SECURE": "yes"}, "GUARDIAN_COOKIE_SECURE", "True or False"),
+        ({"GUARDIAN_COOKIE_SAMESITE": "lax"}, "GUARDIAN_COOKIE_SAMESITE", "'Strict'"),
+        ({"GUARDIAN_COOKIE_SAMESITE": "None"}, "GUARDIAN_COOKIE_SAMESITE", "requires"),
+        ({"GUARDIAN_COOKIE_NAME": "bad name;"}, "GUARDIAN_COOKIE_NAME", "not a valid"),
+        ({"GUARDIAN_SESSION_MAX_AGE": "3600"}, "GUARDIAN_SESSION_MAX_AGE", "whole number"),
+        ({"GUARDIAN_SESSION_IDLE_TIMEOUT": 10}, "GUARDIAN_SESSION_IDLE_TIMEOUT", ">= 60"),
+        ({"GUARDIAN_SESSION_UPDATE_AGE": 4000}, "GUARDIAN_SESSION_UPDATE_AGE", "smaller than"),
+        ({"GUARDIAN_URL_PREFIX": "auth"}, "GUARDIAN_URL_PREFIX", "starting with one '/'"),
+        ({"GUARDIAN_DEFAULT_REDIRECT": "//evil.com"}, "GUARDIAN_DEFAULT_REDIRECT", "path"),
+        ({"GUARDIAN_PROTECTED_ROUTES": ["/admin"]}, "GUARDIAN_PROTECTED_ROUTES", "dict"),
+        ({"GUARDIAN_PROTECTED_ROUTES": {"/a": {"roles": "admin"}}},
+         "GUARDIAN_PROTECTED_ROUTES", "list of strings"),
+        ({"GUARDIAN_PROTECTED_ROUTES": {"/a": {"role": ["admin"]}}},
+         "GUARDIAN_PROTECTED_ROUTES", "'roles'"),
+        ({"GUARDIAN_MAX_LOGIN_ATTEMPTS": 0}, "GUARDIAN_MAX_LOGIN_ATTEMPTS", ">= 1"),
+        ({"GUARDIAN_ON_SUSPICIOUS_SESSION": "panic"}, "GUARDIAN_ON_SUSPICIOUS_SESSION", "'log'"),
+        ({"GUARDIAN_JWT_REVOCATION_INTERVAL": -1}, "GUARDIAN_JWT_REVOCATION_INTERVAL", "0 to 300"),
+        ({"SECRET_KEY": None}, "SECRET_KEY", "at least 16 bytes"),
+        ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_KEYS": []}, "GUARDIAN_JWT_KEYS", "non-empty"),
+        ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_KEYS": [{"secret": "x" * 40}]},
+         "GUARDIAN_JWT_KEYS[0]", "'kid'"),
+        ({"SESSION_STRATEGY": "jwt",
+          "GUARDIAN_JWT_KEYS": [{"kid": "a", "secret": "x" * 40},
+                                {"kid": "a", "secret": "y" * 40}]},
+         "GUARDIAN_JWT_KEYS", "unique"),
+        ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_ALGORITHM": "ES256"},
+         "GUARDIAN_JWT_PRIVATE_KEY", "PEM private key"),
+        ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_ALGORITHM": "ES256",
+          "GUARDIAN_JWT_PRIVATE_KEY": "not a pem"}, "GUARDIAN_JWT_PRIVATE_KEY", "not a readable"),
+    ],
+)
+def test_unusable_value_fails_at_init_app_naming_the_key(
+    config: dict[str, Any], key: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        init(**config)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"{key}: ")
+    assert fragment in str(info.value)
+
+
+def test_guardian_without_db_fails_at_init_app() -> None:
+    app = Flask("no_db")
+    app.config.update(BASE_CONFIG)
+    with pytest.raises(ConfigurationError, match="db"):
+        Guardian(app)
+
+
+def test_key_of_the_wrong_type_for_the_algorithm_fails() -> None:
+    rsa_pem = _ec_private_pem()
+    with pytest.raises(ConfigurationError, match="cannot sign RS256"):
+        init(SESSION_STRATEGY="jwt", GUARDIAN_JWT_ALGORITHM="RS256",
+             GUARDIAN_JWT_PRIVATE_KEY=rsa_pem)
+
+
+def _ec_private_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def test_defaults() -> None:
+    settings = settings_of(init(GUARDIAN_COOKIE_SECURE=True))
+    assert settings.strategy_class is DatabaseStrategy
+    assert settings.cookie_name == "__Host-guardian"
+    assert settings.cookie_samesite == "Lax"
+    assert settings.max_age == 12 * 3600
+    assert settings.idle_timeout == 30 * 60
+    assert settings.max_login_attempts == 5
+    assert settings.lockout_duration == 900
+    assert settings.url_prefix == "/auth"
+    assert settings.default_redirect == "/"
+
+
+def test_cookie_name_without_secure_or_with_domain_is_plain() -> None:
+    assert settings_of(init(GUARDIAN_COOKIE_SECURE=False)).cookie_name == "guardian"
+    assert settings_of(
+        init(GUARDIAN_COOKIE_SECURE=True, GUARDIAN_COOKIE_DOMAIN="example.com")
+    ).cookie_name == "guardian"
+    assert settings_of(init(GUARDIAN_COOKIE_NAME="sid")).cookie_name == "sid"
+
+
+def test_strategy_by_class_and_import_string() -> None:
+    by_class = settings_of(init(SESSION_STRATEGY=JWTStrategy))
+    assert by_class.strategy_class is JWTStrategy
+    by_string = settings_of(init(SESSION_STRATEGY="flask_guardian.strategies.jwt:JWTStrategy"))
+    assert by_string.strategy_class is JWTStrategy
+
+
+def test_protected_routes_sorted_longest_first() -> None:
+    settings = settings_of(init(GUARDIAN_PROTECTED_ROUTES={
+        "/admin": {"roles": ["admin"]}, "/admin/reports/": {}, "/": {},
+    }))
+    assert [r.prefix for r in settings.protected_routes] == ["/admin/reports", "/admin", "/"]
+
+
+def test_one_guardian_serves_several_apps() -> None:
+    db = SQLAlchemy()
+    guardian = Guardian(db=db)
+    apps = []
+    for strategy in ("database", "jwt"):
+        app = Flask(f"multi_{strategy}")
+        app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI="sqlite://",
+                          SESSION_STRATEGY=strategy)
+        db.init_app(app)
+        guardian.init_app(app)
+        apps.append(app)
+    assert all(a.extensions["guardian"] is guardian for a in apps)
+    assert [settings_of(a).strategy_class for a in apps] == [DatabaseStrategy, JWTStrategy]
+    for app in apps:
+        with app.app_context():
+            db.create_all()
+            user = guardian.create_user("x@example.com", "long-enough-password")
+            assert guardian.authenticate("x@example.com", "long-enough-password") == user

@@ -1,0 +1,82 @@
+"""Cookies: HttpOnly, SameSite, Secure by default with the __Host- prefix, cleared with the
+same name, path, domain and flags they were set with; auth responses are not cached."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import AppFactory
+from flask import Flask
+from helpers import USER, cookie_attributes, set_cookie_headers, sign_in, sign_in_ok, sign_out
+
+
+def _set_and_cleared(app: Flask, base_url: str = "http://localhost") -> tuple[dict[str, str],
+                                                                              dict[str, str]]:
+    client = app.test_client()
+    client.environ_base["wsgi.url_scheme"] = base_url.split(":", 1)[0]
+    name = app.extensions["guardian_state"].settings.cookie_name
+    response = sign_in(client, *USER)
+    assert response.status_code == 303
+    (set_header,) = set_cookie_headers(response, name)
+    response = sign_out(client)
+    (clear_header,) = set_cookie_headers(response, name)
+    return cookie_attributes(set_header), cookie_attributes(clear_header)
+
+
+def test_secure_default_uses_host_prefix_and_all_flags(make_app: AppFactory) -> None:
+    app = make_app(GUARDIAN_COOKIE_SECURE=True)
+    set_attrs, cleared = _set_and_cleared(app, "https://localhost")
+    assert set_attrs["__name__"] == "__Host-guardian"
+    for attrs in (set_attrs, cleared):
+        assert "secure" in attrs
+        assert "httponly" in attrs
+        assert attrs["path"] == "/"
+        assert attrs["samesite"] == "Lax"
+        assert "domain" not in attrs
+    assert cleared["__value__"] == ""
+    assert cleared["max-age"] == "0"
+
+
+def test_clearing_repeats_domain_path_and_samesite(make_app: AppFactory) -> None:
+    app = make_app(GUARDIAN_COOKIE_DOMAIN="example.test", GUARDIAN_COOKIE_SAMESITE="Strict",
+                   SERVER_NAME="app.example.test")
+    client = app.test_client()
+    response = sign_in(client, *USER)
+    (set_header,) = set_cookie_headers(response, "guardian")
+    response = sign_out(client)
+    (clear_header,) = set_cookie_headers(response, "guardian")
+    set_attrs, cleared = cookie_attributes(set_header), cookie_attributes(clear_header)
+    for key in ("domain", "path", "samesite", "httponly"):
+        assert set_attrs.get(key) == cleared.get(key), key
+    assert set_attrs["domain"] == "example.test"
+    assert set_attrs["samesite"] == "Strict"
+    assert "secure" not in set_attrs  # GUARDIAN_COOKIE_SECURE=False in the test config
+
+
+def test_cookie_expires_at_the_absolute_deadline(app: Flask) -> None:
+    client = app.test_client()
+    response = sign_in(client, *USER)
+    (header,) = set_cookie_headers(response, "guardian")
+    assert "expires" in cookie_attributes(header)
+
+
+def test_auth_responses_are_not_cached(client: Any) -> None:
+    assert client.get("/auth/signin").headers["Cache-Control"] == "no-store"
+    assert client.get("/auth/session").headers["Cache-Control"] == "no-store"
+    response = sign_in_ok(client)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Cookie" in response.headers.get("Vary", "")
+
+
+def test_dead_cookie_is_cleared(client: Any, app: Flask) -> None:
+    client.set_cookie("guardian", "x" * 43)
+    response = client.get("/")
+    (header,) = set_cookie_headers(response, "guardian")
+    assert cookie_attributes(header)["max-age"] == "0"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_ordinary_anonymous_response_sets_no_cookie(client: Any) -> None:
+    response = client.get("/")
+    assert response.headers.getlist("Set-Cookie") == []
+    assert "Cache-Control" not in response.headers

@@ -6,6 +6,7 @@ Every state change commits the application's ``db.session``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from . import signals
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
-from .strategies.base import RequestInfo
+from .strategies.base import RequestInfo, is_session_id
 
 if TYPE_CHECKING:
     from .extension import AppState
@@ -70,8 +71,8 @@ def authenticate(state: AppState, email: object, password: object) -> tuple[Any 
     if state.hasher.too_long(password):
         return None, "password_too_long"  # refused before hashing
     normalized = normalize_email(email)
-    if len(normalized) > EMAIL_MAX_LENGTH:
-        state.hasher.burn(password)
+    if len(normalized) > EMAIL_MAX_LENGTH or not normalized.isprintable():
+        state.hasher.burn(password)  # cannot be a stored email: no query, same cost
         return None, "unknown_email"
     user_model = state.models.user
     user = state.db.session.execute(
@@ -113,9 +114,12 @@ def sign_in(
     settings = state.settings
     target = safe_redirect(redirect_url, settings.default_redirect)
     db_session = state.db.session
-    normalized = normalize_email(email)[:EMAIL_MAX_LENGTH] if isinstance(email, str) else ""
+    normalized = normalize_email(email) if isinstance(email, str) else ""
     ip = _client_ip()
-    email_key, ip_key = f"email:{normalized}", f"ip:{ip}"
+    # Keyed by a digest: any string a client sends fits the column (no NUL reaches the
+    # database) and the table holds no email addresses.
+    email_key = "email:" + hashlib.sha256(normalized.encode("utf-8", "replace")).hexdigest()
+    ip_key = f"ip:{ip}"
 
     if state.throttle.is_locked(db_session, email_key, settings.max_login_attempts) or (
         state.throttle.is_locked(db_session, ip_key, settings.ip_max_login_attempts)
@@ -198,8 +202,16 @@ def _check_email(email: object) -> str:
     return normalized
 
 
+def _check_name(name: object) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or len(name) > 200 or not name.isprintable():
+        raise ValueError("name must be printable text of at most 200 characters")
+    return name
+
+
 def _check_role(role: object) -> str:
-    if not isinstance(role, str) or not role or len(role) > 64:
+    if not isinstance(role, str) or not role or len(role) > 64 or not role.isprintable():
         raise ValueError("role must be a non-empty string of at most 64 characters")
     return role
 
@@ -210,6 +222,7 @@ def create_user(
 ) -> Any:
     normalized = _check_email(email)
     _check_role(role)
+    _check_name(name)
     user_model = state.models.user
     db_session = state.db.session
     if db_session.execute(
@@ -258,6 +271,9 @@ def set_role(state: AppState, user: Any, role: object) -> None:
 
 
 def revoke(state: AppState, session_ids: list[str], user_id: int | None, *, reason: str) -> int:
+    session_ids = [s for s in session_ids if is_session_id(s)]
+    if not session_ids:
+        return 0
     ended = state.strategy.revoke(session_ids, user_id)
     state.db.session.commit()
     if ended:

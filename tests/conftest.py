@@ -192,16 +192,24 @@ class QueryCounter:
         with app.app_context():
             self.engine = db_of(app).engine
         self.statements: list[str] = []
+        # The database strategy reads sessions on its own DBAPI connection (lookup.py),
+        # outside SQLAlchemy's events; its reader reports each statement it runs.
+        self.reader = getattr(app.extensions["guardian_state"].strategy, "reader", None)
 
-    def _record(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
+    def _record(self, *args: Any) -> None:
+        # before_cursor_execute(conn, cursor, statement, ...) or reader listener(statement)
+        self.statements.append(args[2] if len(args) > 1 else args[0])
 
     def __enter__(self) -> QueryCounter:
         event.listen(self.engine, "before_cursor_execute", self._record)
+        if self.reader is not None:
+            self.reader.listen(self._record)
         return self
 
     def __exit__(self, *exc: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
+        if self.reader is not None:
+            self.reader.unlisten(self._record)
 
     @property
     def count(self) -> int:

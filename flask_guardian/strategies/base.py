@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -47,8 +48,24 @@ class RequestInfo:
     def from_request(cls, request: Request | None) -> RequestInfo:
         if request is None:
             return cls(None, None)
-        agent = request.headers.get("User-Agent")
-        return cls(request.remote_addr, agent[:USER_AGENT_MAX_LENGTH] if agent else None)
+        return cls(request.remote_addr, client_agent(request))
+
+
+def client_agent(request: Request) -> str | None:
+    """The User-Agent as sessions record and compare it: printable characters only (a NUL
+    would be refused by PostgreSQL), at most 512 of them."""
+    agent: str | None = request.environ.get("HTTP_USER_AGENT")
+    if not agent:
+        return None
+    if not agent.isprintable():
+        agent = "".join(c for c in agent if c.isprintable())
+    return agent[:USER_AGENT_MAX_LENGTH] or None
+
+
+def is_session_id(value: object) -> bool:
+    """True for a string shaped like an id :func:`new_session_id` makes; anything else is
+    refused before it reaches a query."""
+    return isinstance(value, str) and _SESSION_ID_RE.fullmatch(value) is not None
 
 
 def ip_network(ip: str | None) -> str | None:
@@ -62,6 +79,9 @@ def ip_network(ip: str | None) -> str | None:
         return None
     prefix = 24 if address.version == 4 else 64
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+_SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 def new_session_id() -> str:

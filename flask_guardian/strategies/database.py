@@ -12,9 +12,18 @@ from typing import Any
 from flask import Request
 from sqlalchemy import bindparam, select, update
 
-from ..models import USER_AGENT_MAX_LENGTH, utcnow
+from ..lookup import RowReader, as_utc
+from ..models import utcnow
 from ..session import Session, SessionUser
-from .base import Loaded, RequestInfo, SessionStrategy, ip_network, new_session_id, sha256_hex
+from .base import (
+    Loaded,
+    RequestInfo,
+    SessionStrategy,
+    client_agent,
+    ip_network,
+    new_session_id,
+    sha256_hex,
+)
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe alphabet. Anything else is
 # refused before it reaches the database.
@@ -42,6 +51,7 @@ class DatabaseStrategy(SessionStrategy):
                 u.c.is_active.is_(True),
             )
         )
+        self.reader = RowReader(self.db, self._lookup)
         self._touch = (
             update(s)
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None))
@@ -53,30 +63,24 @@ class DatabaseStrategy(SessionStrategy):
     def load(self, token: str, request: Request) -> Loaded | None:
         if _TOKEN_RE.fullmatch(token) is None:
             return None  # cannot be a token we issued: no query
-        row = self.db.session.execute(self._lookup, {"token_hash": sha256_hex(token)}).first()
+        row = self.reader.first({"token_hash": sha256_hex(token)})
         if row is None:
             return None
+        (sid, user_id, created, last_seen, expires, absolute, ip, signed_agent,
+         email, name, role) = row
         now = utcnow()
-        if row.expires_at <= now:
+        expires = as_utc(expires)
+        if expires <= now:
             return None
-        expires: datetime = row.expires_at
-        if now - row.last_seen_at >= self._update_age:
-            expires = min(now + self._idle, row.absolute_expires_at)
-            self.db.session.execute(
-                self._touch, {"sid": row.id, "now": now, "expires": expires}
-            )
+        if now - as_utc(last_seen) >= self._update_age:
+            expires = min(now + self._idle, as_utc(absolute))
+            self.db.session.execute(self._touch, {"sid": sid, "now": now, "expires": expires})
             self.db.session.commit()
-        session = Session(
-            row.id,
-            SessionUser(row.user_id, row.email, row.name, row.role),
-            expires,
-            self.name,
-            row.created_at,
-        )
-        agent = request.headers.get("User-Agent")
-        agent_changed = (agent[:USER_AGENT_MAX_LENGTH] if agent else None) != row.user_agent
+        session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
+                          as_utc(created))
+        agent_changed = client_agent(request) != signed_agent
         if (agent_changed or self.settings.monitor_ip_network) and not self.check_client(
-            session, request, agent_changed, ip_network(row.ip)
+            session, request, agent_changed, ip_network(ip)
         ):
             return None
         return session, None

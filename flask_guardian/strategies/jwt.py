@@ -23,9 +23,16 @@ import jwt
 from flask import Request
 from sqlalchemy import bindparam, select, update
 
-from ..models import USER_AGENT_MAX_LENGTH, utcnow
+from ..models import utcnow
 from ..session import Session, SessionUser
-from .base import Loaded, RequestInfo, SessionStrategy, ip_network, new_session_id
+from .base import (
+    Loaded,
+    RequestInfo,
+    SessionStrategy,
+    client_agent,
+    ip_network,
+    new_session_id,
+)
 
 #: Claims every token must carry; PyJWT refuses a token missing any of them.
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud", "sid", "auth_time"]
@@ -40,13 +47,16 @@ def agent_digest(agent: str | None) -> str:
     return hashlib.sha256((agent or "").encode("utf-8", "replace")).hexdigest()[:16]
 
 
+_UNCHECKED: Any = object()
+
+
 class _Verified:
     """A token whose signature and claims were checked, kept in the cache."""
 
     __slots__ = ("agent", "exp", "iat", "ipn", "session", "uah", "ver")
 
     def __init__(self, session: Session, exp: float, iat: float, ver: int, uah: str,
-                 ipn: str | None, agent: str | None) -> None:
+                 ipn: str | None, agent: Any) -> None:
         self.session = session
         self.exp = exp
         self.iat = iat
@@ -132,9 +142,9 @@ class JWTStrategy(SessionStrategy):
             now - entry.iat >= self.settings.update_age
         ):
             return self._refresh(session, request)
-        agent = request.headers.get("User-Agent")
+        agent = request.environ.get("HTTP_USER_AGENT")
         if agent != entry.agent:
-            changed = agent_digest(agent[:USER_AGENT_MAX_LENGTH] if agent else None) != entry.uah
+            changed = agent_digest(client_agent(request)) != entry.uah
             if not changed:
                 entry.agent = agent
             elif not self.check_client(session, request, True, entry.ipn):
@@ -182,8 +192,8 @@ class JWTStrategy(SessionStrategy):
         except (OverflowError, OSError, ValueError):
             return None
         session = Session(sid, user, expires, self.name, signed_in)
-        agent = request.headers.get("User-Agent")
-        entry = _Verified(session, float(exp), float(iat), ver, uah, ipn, agent)
+        # The agent is compared on first use too: a stolen token is checked at once.
+        entry = _Verified(session, float(exp), float(iat), ver, uah, ipn, _UNCHECKED)
         if self.settings.jwt_cache_size:
             if len(self._cache) >= self.settings.jwt_cache_size:
                 # Bounded: drop the oldest entry (dicts keep insertion order).
@@ -253,8 +263,7 @@ class JWTStrategy(SessionStrategy):
         token = self._encode(session.id, user, row.session_version, row.created_at, expires,
                              row.user_agent, row.ip)
         refreshed = Session(session.id, user, expires, self.name, row.created_at)
-        agent = request.headers.get("User-Agent")
-        agent = agent[:USER_AGENT_MAX_LENGTH] if agent else None
+        agent = client_agent(request)
         if (agent != row.user_agent or self.settings.monitor_ip_network) and not (
             self.check_client(refreshed, request, agent != row.user_agent, ip_network(row.ip))
         ):

@@ -1,0 +1,147 @@
+"""The database strategy's per-request read, kept to one round trip.
+
+Going through ``db.session`` costs three round trips on a server database (BEGIN, SELECT,
+ROLLBACK at teardown) and SQLAlchemy's execution machinery on every request. This reader
+compiles the SELECT once and runs it on a per-thread DBAPI connection in autocommit mode:
+one statement, no transaction to end, and the latest committed row (a revocation made by
+another process is seen at once).
+
+Writes never go through here; they use the application's ``db.session``. In-memory SQLite
+(one connection shared by the whole app) has no separate connection to use, so there the
+reader falls back to ``db.session``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
+from sqlalchemy.sql import Select
+
+#: Called with each SQL string the reader runs (tests count queries with it).
+StatementListener = Callable[[str], None]
+
+
+def as_utc(value: Any) -> datetime:
+    """A DBAPI datetime value (SQLite gives ISO strings) as an aware UTC datetime."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+class RowReader:
+    """Runs one compiled SELECT with named parameters; returns the first row or None."""
+
+    def __init__(self, db: Any, statement: Select[Any]) -> None:
+        self._db = db
+        self._statement = statement
+        self._local = threading.local()
+        self._open: dict[int, Any] = {}  # thread id -> DBAPI connection
+        self._engine: Engine | None = None
+        self._sql = ""
+        self._positions: tuple[str, ...] | None = None
+        self._listeners: list[StatementListener] = []
+        self._lock = threading.Lock()
+
+    # -- instrumentation -------------------------------------------------------------
+
+    def listen(self, listener: StatementListener) -> None:
+        """Call ``listener(sql)`` for every statement run (like SQLAlchemy's
+        ``before_cursor_execute``, which this path bypasses)."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: StatementListener) -> None:
+        self._listeners.remove(listener)
+
+    # -- the read --------------------------------------------------------------------
+
+    def first(self, params: dict[str, Any]) -> Any:
+        engine = self._db.engine
+        if engine is not self._engine:
+            self._bind(engine)
+        if self._sql == "":
+            return self._db.session.execute(self._statement, params).first()
+        args: Any = params if self._positions is None else tuple(
+            params[name] for name in self._positions
+        )
+        if self._listeners:
+            for listener in self._listeners:
+                listener(self._sql)
+        try:
+            cursor = self._connection().cursor()
+            cursor.execute(self._sql, args)
+            row = cursor.fetchone()
+            cursor.close()
+        except engine.dialect.loaded_dbapi.Error:
+            # A dropped connection (server restart, failover): retry once on a new one.
+            self._discard()
+            cursor = self._connection().cursor()
+            cursor.execute(self._sql, args)
+            row = cursor.fetchone()
+            cursor.close()
+        return row
+
+    # -- connections -----------------------------------------------------------------
+
+    def _bind(self, engine: Engine) -> None:
+        with self._lock:
+            self.close_all()
+            self._engine = engine
+            pool = engine.pool
+            if isinstance(pool, (StaticPool, SingletonThreadPool)):
+                self._sql = ""  # one shared connection: use the session
+                return
+            compiled = self._statement.compile(dialect=engine.dialect)
+            self._sql = compiled.string
+            self._positions = tuple(compiled.positiontup or ()) if (
+                engine.dialect.positional
+            ) else None
+            event.listen(engine, "engine_disposed", lambda _e: self.close_all())
+
+    def _connection(self) -> Any:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        assert self._engine is not None
+        proxied = self._engine.raw_connection()
+        proxied.detach()  # ours for the thread's life, outside the pool's count
+        conn = proxied.dbapi_connection
+        _autocommit(conn, self._engine.dialect.name)
+        local.conn, local.pid = conn, os.getpid()
+        _close(self._open.pop(threading.get_ident(), None))  # a dead thread's, same id
+        self._open[threading.get_ident()] = conn
+        return conn
+
+    def _discard(self) -> None:
+        self._local.conn = None
+        _close(self._open.pop(threading.get_ident(), None))
+
+    def close_all(self) -> None:
+        """Close every connection the reader opened (on ``engine.dispose()``)."""
+        open_now, self._open = self._open, {}
+        for conn in open_now.values():
+            _close(conn)
+        self._local = threading.local()
+
+
+def _close(conn: Any) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):  # a broken connection: nothing more to do
+            conn.close()
+
+
+def _autocommit(conn: Any, dialect: str) -> None:
+    if dialect == "sqlite":
+        conn.isolation_level = None
+    elif dialect in ("mysql", "mariadb"):
+        conn.autocommit(True)
+    else:
+        conn.autocommit = True

@@ -1,0 +1,86 @@
+"""The application's own user model (mixing in UserMixin) works like the ready one; the
+extension's tables live in db.metadata so create_all and Alembic see them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import BASE_CONFIG
+from flask import Flask, g
+from flask_sqlalchemy import SQLAlchemy
+from helpers import sign_in
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from flask_guardian import Guardian, UserMixin, login_required
+
+
+def make_custom_app(database_url: str, strategy: str) -> tuple[Flask, Any, Any]:
+    app = Flask("custom_user_app")
+    app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI=database_url,
+                      SESSION_STRATEGY=strategy)
+    db = SQLAlchemy(app)
+
+    class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __tablename__ = "members"
+        team: Mapped[str | None] = mapped_column(String(50), nullable=True)
+
+    guardian = Guardian(app, db=db, user_model=Member)
+
+    @app.get("/me")
+    @login_required
+    def me() -> str:
+        return g.session.user.email
+
+    with app.app_context():
+        db.create_all()
+    return app, db, guardian
+
+
+def test_custom_user_model(database_url: str, strategy: str) -> None:
+    app, db, guardian = make_custom_app(database_url, strategy)
+    assert guardian.user_model.__name__ == "Member"
+    assert {"members", "guardian_sessions", "guardian_revocations",
+            "guardian_login_attempts"} <= set(db.metadata.tables)
+    assert "guardian_users" not in db.metadata.tables
+    with app.app_context():
+        member = guardian.create_user("Team@Example.com", "team-password-123", name="Teammate")
+        assert member.email == "team@example.com"  # stored normalised
+        member.team = "blue"
+        db.session.commit()
+    client = app.test_client()
+    assert sign_in(client, "team@example.com", "team-password-123").status_code == 303
+    assert client.get("/me").get_data(as_text=True) == "team@example.com"
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_duplicate_email_in_another_case_is_refused(app: Flask) -> None:
+    guardian = app.extensions["guardian"]
+    with app.app_context(), pytest.raises(ValueError, match="exists"):
+        guardian.create_user("USER@example.com", "another-password-1")
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "message"),
+    [("not-an-email", "long-enough-password", "email"),
+     ("a@b.c", "short", "at least"),
+     ("a@b.c", "p" * 2000, "at most"),
+     ("a b@c.d", "long-enough-password", "email")],
+)
+def test_create_user_validates(app: Flask, email: str, password: str, message: str) -> None:
+    guardian = app.extensions["guardian"]
+    with app.app_context(), pytest.raises(ValueError, match=message):
+        guardian.create_user(email, password)
+
+
+def test_user_model_must_mix_in_user_mixin() -> None:
+    db = SQLAlchemy()
+
+    class Plain(db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "plain"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    with pytest.raises(TypeError, match="UserMixin"):
+        Guardian(db=db, user_model=Plain)

@@ -1,0 +1,57 @@
+"""What every request pays, as counts (never times): queries and writes per request in
+steady state, hash computations per sign-in, nothing for static files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import time_machine
+from conftest import QueryCounter
+from flask import Flask
+from helpers import USER, sign_in, sign_in_ok
+
+
+def test_steady_state_is_one_read_per_request_and_no_write(app: Flask, strategy: str) -> None:
+    client = app.test_client()
+    sign_in_ok(client)
+    client.get("/dashboard")
+    with QueryCounter(app) as queries:
+        for _ in range(50):
+            assert client.get("/dashboard").status_code == 200
+    expected = 50 if strategy == "database" else 0
+    assert queries.count == expected, queries.statements[:3]
+    assert queries.writes == []
+
+
+def test_refresh_writes_once_when_due(app: Flask, strategy: str) -> None:
+    client = app.test_client()
+    start = datetime.now(UTC)
+    with time_machine.travel(start, tick=False):
+        sign_in_ok(client)
+        client.get("/dashboard")
+    update_age = app.extensions["guardian_state"].settings.update_age
+    with time_machine.travel(start + timedelta(seconds=update_age + 1), tick=False):
+        with QueryCounter(app) as queries:
+            assert client.get("/dashboard").status_code == 200
+        assert len(queries.writes) == 1, queries.writes
+        with QueryCounter(app) as queries:
+            for _ in range(5):
+                assert client.get("/dashboard").status_code == 200
+        assert queries.writes == []
+
+
+def test_sign_in_costs_one_hash(app: Flask, client: Any) -> None:
+    hasher = app.extensions["guardian_state"].hasher
+    sign_in(client, "nobody@example.com", "whatever-password")  # warm the dummy hash
+    before = hasher.hash_computations
+    sign_in_ok(client, USER)
+    assert hasher.hash_computations - before == 1
+
+
+def test_static_files_cost_nothing(app: Flask, client: Any) -> None:
+    sign_in_ok(client)
+    with QueryCounter(app) as queries:
+        response = client.get("/static/missing.css")
+    assert response.status_code == 404
+    assert queries.count == 0

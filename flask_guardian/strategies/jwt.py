@@ -111,15 +111,14 @@ class JWTStrategy(SessionStrategy):
     # -- the hot path ----------------------------------------------------------------
 
     def read_token(self, request: Request) -> str | None:
-        header = request.headers.get("Authorization")
+        header = request.environ.get("HTTP_AUTHORIZATION")
         if header is not None:
             scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer":
-                return None
-            token = token.strip()
-            if len(token) > self.settings.token_max_length or not token.isascii():
-                return None
-            return token or None
+            if scheme.lower() == "bearer":  # other schemes belong to the app: use the cookie
+                token = token.strip()
+                if len(token) > self.settings.token_max_length or not token.isascii():
+                    return None
+                return token or None
         return super().read_token(request)
 
     def load(self, token: str, request: Request) -> Loaded | None:

@@ -27,6 +27,7 @@ BAD_COOKIES = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:The 'guardian' cookie is too large")
 @pytest.mark.parametrize("value", BAD_COOKIES)
 def test_malformed_cookie_is_anonymous_without_query_or_write(
     app: Flask, strategy: str, value: str

@@ -121,21 +121,20 @@ def sign_in(
     email_key = "email:" + hashlib.sha256(normalized.encode("utf-8", "replace")).hexdigest()
     ip_key = f"ip:{ip}"
 
-    if state.throttle.is_locked(db_session, email_key, settings.max_login_attempts) or (
-        state.throttle.is_locked(db_session, ip_key, settings.ip_max_login_attempts)
-    ):
+    attempts = state.throttle.hit(db_session, email_key)
+    from_ip = state.throttle.hit(db_session, ip_key)
+    db_session.commit()  # counted before any password is checked
+    if attempts > settings.max_login_attempts or from_ip > settings.ip_max_login_attempts:
         signals.sign_in_failed.send(_app(), email=normalized, reason="too_many_attempts", ip=ip)
         return SignInResult(False, "too_many_attempts", None, target)
 
     user, reason = authenticate(state, email, password)
     if user is None:
-        state.throttle.record_failure(db_session, email_key)
-        state.throttle.record_failure(db_session, ip_key)
-        db_session.commit()
         signals.sign_in_failed.send(_app(), email=normalized, reason=reason, ip=ip)
         return SignInResult(False, "invalid_credentials", None, target)
 
     state.throttle.reset(db_session, email_key)
+    state.throttle.release(db_session, ip_key)
     current: Session | None = g.get("session")
     if current is not None:
         state.strategy.revoke([current.id])  # the session the request carried ends here

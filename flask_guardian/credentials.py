@@ -8,7 +8,6 @@ and per client IP in ``guardian_login_attempts``, so every process shares the co
 from __future__ import annotations
 
 import secrets
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -35,8 +34,9 @@ class PasswordHasher:
             argon2__parallelism=settings.argon2_parallelism,
         )
         self.hash_computations = 0
-        self._dummy_hash: str | None = None
-        self._lock = threading.Lock()
+        # Made at start-up, not on the first unknown email, so that first one costs what
+        # every other does (one hash) and reveals nothing by its timing.
+        self._dummy_hash = str(self.context.hash(secrets.token_urlsafe(16)))
 
     def too_long(self, password: str) -> bool:
         """True when ``password`` exceeds ``GUARDIAN_PASSWORD_MAX_LENGTH`` bytes: it is
@@ -71,37 +71,27 @@ class PasswordHasher:
     def burn(self, password: str) -> None:
         """Verify against a throw-away hash: an unknown email costs what a wrong password
         costs, so response time does not reveal which emails have accounts."""
-        if self._dummy_hash is None:
-            with self._lock:
-                if self._dummy_hash is None:
-                    self._dummy_hash = str(self.context.hash(secrets.token_urlsafe(16)))
         self.hash_computations += 1
         self.context.verify(password, self._dummy_hash)
 
 
 class LoginThrottle:
-    """Counts failed sign-ins per key in the database, in a fixed window of
-    ``GUARDIAN_LOCKOUT_DURATION`` seconds."""
+    """Counts sign-in attempts per key in the database, in a fixed window of
+    ``GUARDIAN_LOCKOUT_DURATION`` seconds.
+
+    An attempt is counted *before* its password is checked and the count committed at
+    once, so attempts fired in parallel cannot all pass the check before any of them is
+    counted; a successful sign-in then takes its attempt back.
+    """
 
     def __init__(self, settings: Settings, models: Models) -> None:
         self.window = timedelta(seconds=settings.lockout_duration)
         self.table = models.login_attempt.__table__
 
-    def is_locked(self, db_session: Any, key: str, limit: int) -> bool:
-        """True when ``key`` has ``limit`` or more failures in the current window."""
-        row = db_session.execute(
-            select(self.table.c.failures, self.table.c.window_started_at).where(
-                self.table.c.key == key
-            )
-        ).first()
-        if row is None:
-            return False
-        failures, started = row
-        return bool(failures >= limit and started + self.window > utcnow())
-
-    def record_failure(self, db_session: Any, key: str) -> None:
-        """Add one failure for ``key``; a window that has ended starts again at one.
-        The increment is done in SQL so concurrent processes do not lose counts."""
+    def hit(self, db_session: Any, key: str) -> int:
+        """Count one attempt for ``key`` and return the attempts in the current window,
+        this one included. The increment is done in SQL (and the row stays locked until
+        the caller commits), so concurrent processes neither lose nor share counts."""
         now = utcnow()
         table = self.table
         for _ in range(3):
@@ -110,22 +100,36 @@ class LoginThrottle:
                 .where(table.c.key == key, table.c.window_started_at <= now - self.window)
                 .values(failures=1, window_started_at=now)
             ).rowcount
-            if restarted:
-                return
-            counted = db_session.execute(
+            counted = restarted or db_session.execute(
                 update(table).where(table.c.key == key).values(failures=table.c.failures + 1)
             ).rowcount
             if counted:
-                return
+                return int(
+                    db_session.execute(
+                        select(table.c.failures).where(table.c.key == key)
+                    ).scalar_one()
+                )
             try:
                 with db_session.begin_nested():
                     db_session.execute(
                         table.insert().values(key=key, failures=1, window_started_at=now)
                     )
-                return
+                return 1
             except IntegrityError:
                 continue  # another process inserted it first: count on its row
+        raise RuntimeError(f"could not count a sign-in attempt for {key!r}")
 
     def reset(self, db_session: Any, key: str) -> None:
-        """Forget the failures of ``key`` (after a successful sign-in)."""
+        """Forget the attempts of ``key`` (a successful sign-in for an email)."""
         db_session.execute(delete(self.table).where(self.table.c.key == key))
+
+    def release(self, db_session: Any, key: str) -> None:
+        """Take back one attempt of ``key`` (a successful sign-in from an address, which
+        must not reset what other accounts tried from there)."""
+        table = self.table
+        db_session.execute(
+            update(table)
+            .where(table.c.key == key, table.c.failures > 0)
+            .values(failures=table.c.failures - 1)
+        )
+        db_session.execute(delete(table).where(table.c.key == key, table.c.failures <= 0))

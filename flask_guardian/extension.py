@@ -9,10 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask, Response, current_app, g, has_request_context, request
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request,
+)
 from sqlalchemy import event, inspect
 
-from . import auth
+from . import auth, signals
 from .config import Settings, load_settings
 from .credentials import LoginThrottle, PasswordHasher
 from .csrf import CSRFProtect
@@ -252,6 +260,7 @@ def _listen_for_user_changes(db: Any, models: Models) -> None:
         except RuntimeError:
             return
         current = g.get("session") if has_request_context() else None
+        changes: list[tuple[Any, int, str | None, str | None, str]] = []
         for obj in list(db_session.dirty):
             if not isinstance(obj, user_model) or obj.id is None:
                 continue
@@ -259,23 +268,38 @@ def _listen_for_user_changes(db: Any, models: Models) -> None:
             changed = {a for a in _WATCHED if attrs[a].history.has_changes()}
             if not changed:
                 continue
-            version = (obj.session_version or 0) + 1
-            obj.session_version = version
-            ended = "is_active" in changed and not obj.is_active
-            if ended:
-                state.strategy.on_user_changed(db_session, obj.id, version, end="all")
+            obj.session_version = version = (obj.session_version or 0) + 1
+            if "is_active" in changed and not obj.is_active:
+                changes.append((obj.id, version, "all", None, "deactivated"))
             elif "password_hash" in changed:
                 keep = current.id if current is not None and current.user.id == obj.id else None
-                state.strategy.on_user_changed(db_session, obj.id, version, end="others",
-                                               keep=keep)
+                changes.append((obj.id, version, "others", keep, "password_changed"))
             else:
-                state.strategy.on_user_changed(db_session, obj.id, version, end=None)
+                changes.append((obj.id, version, None, None, "user_changed"))
         for obj in list(db_session.deleted):
             if isinstance(obj, user_model) and obj.id is not None:
-                state.strategy.on_user_changed(
-                    db_session, obj.id, (obj.session_version or 0) + 1, end="all"
+                changes.append((obj.id, (obj.session_version or 0) + 1, "all", None, "deleted"))
+        for user_id, version, end, keep, reason in changes:
+            ended = state.strategy.on_user_changed(db_session, user_id, version, end=end,
+                                                   keep=keep)
+            if ended:
+                db_session.info.setdefault("guardian_revoked", []).append(
+                    (ended, user_id, reason)
                 )
 
+    def after_commit(db_session: Any) -> None:
+        revoked = db_session.info.pop("guardian_revoked", None)
+        if revoked and has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            for ended, user_id, reason in revoked:
+                signals.session_revoked.send(app, session_ids=ended, user_id=user_id,
+                                             reason=reason)
+
+    def after_rollback(db_session: Any) -> None:
+        db_session.info.pop("guardian_revoked", None)
+
+    event.listen(db.session, "after_commit", after_commit)
+    event.listen(db.session, "after_rollback", after_rollback)
     event.listen(db.session, "before_flush", before_flush)
 
 

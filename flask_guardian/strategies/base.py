@@ -174,16 +174,17 @@ class SessionStrategy(ABC):
     def on_user_changed(
         self, db_session: Any, user_id: int, version: int, *, end: str | None,
         keep: str | None = None,
-    ) -> None:
+    ) -> list[str]:
         """A user's role, password, identity or active flag changed, or the user was
         deleted; ``version`` is the new ``session_version``. ``end`` is ``"all"`` (end every
-        session), ``"others"`` (all but ``keep``) or None. Called from the ORM flush."""
+        session), ``"others"`` (all but ``keep``) or None. Called from the ORM flush;
+        returns the ids of the sessions it ended."""
         if end is None:
-            return
+            return []
         condition = self.sessions.c.user_id == user_id
         if end == "others" and keep is not None:
             condition = and_(condition, self.sessions.c.id != keep)
-        self._revoke_where(db_session, condition, user_id)
+        return self._revoke_where(db_session, condition, user_id)
 
     # -- registry helpers -----------------------------------------------------------
 

@@ -291,8 +291,8 @@ class JWTStrategy(SessionStrategy):
     def on_user_changed(
         self, db_session: Any, user_id: int, version: int, *, end: str | None,
         keep: str | None = None,
-    ) -> None:
-        super().on_user_changed(db_session, user_id, version, end=end, keep=keep)
+    ) -> list[str]:
+        ended = super().on_user_changed(db_session, user_id, version, end=end, keep=keep)
         if self._versions.get(user_id, -1) < version:
             self._versions[user_id] = version
         db_session.execute(
@@ -301,6 +301,7 @@ class JWTStrategy(SessionStrategy):
                 expires_at=self._feed_expiry(),
             )
         )
+        return ended
 
     def _poll(self, now: float) -> None:
         """Read revocations written since the last poll (by any process)."""

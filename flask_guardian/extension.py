@@ -181,24 +181,26 @@ def _make_before_request(state: AppState) -> Callable[[], None]:
 
     def load_session() -> None:
         """The hot path: one token read, one lookup (none for a cached JWT)."""
-        g.session = None
-        if request.endpoint == "static":
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        ctx_g = g._get_current_object()
+        ctx_g.session = None
+        if req.endpoint == "static":
             return
-        token = strategy.read_token(request)
+        token = strategy.read_token(req)
         if token is not None:
-            loaded = strategy.load(token, request)
+            loaded = strategy.load(token, req)
             if loaded is not None:
-                g.session = loaded[0]
+                ctx_g.session = loaded[0]
                 if loaded[1] is not None:
-                    g._guardian_cookie = loaded[1]
-            elif request.cookies.get(cookie_name) == token:
-                g._guardian_cookie = CLEAR  # stop the browser sending a dead credential
-        elif cookie_name in request.cookies:
-            g._guardian_cookie = CLEAR
+                    ctx_g._guardian_cookie = loaded[1]
+            elif req.cookies.get(cookie_name) == token:
+                ctx_g._guardian_cookie = CLEAR  # stop the browser sending a dead credential
+        elif cookie_name in req.cookies:
+            ctx_g._guardian_cookie = CLEAR
         if rules:
-            rule = match_rule(rules, request.path)
+            rule = match_rule(rules, req.path)
             if rule is not None:
-                check_access(g.session, rule.roles)
+                check_access(ctx_g.session, rule.roles)
 
     return load_session
 
@@ -207,8 +209,9 @@ def _make_after_request(state: AppState) -> Callable[[Response], Response]:
     settings = state.settings
 
     def write_cookies(response: Response) -> Response:
-        pending: str | None = g.get("_guardian_cookie")
-        seed: str | None = g.get("_guardian_csrf_seed")
+        values = g._get_current_object().__dict__
+        pending: str | None = values.get("_guardian_cookie")
+        seed: str | None = values.get("_guardian_csrf_seed")
         if pending is None and seed is None:
             return response
         attrs: dict[str, Any] = {
@@ -221,7 +224,7 @@ def _make_after_request(state: AppState) -> Callable[[Response], Response]:
         if pending == CLEAR:
             response.delete_cookie(settings.cookie_name, **attrs)
         elif pending is not None:
-            session: Session | None = g.get("session")
+            session: Session | None = values.get("session")
             expires: datetime | None = None
             if session is not None:
                 expires = session.auth_time + timedelta(seconds=settings.max_age)

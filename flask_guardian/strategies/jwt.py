@@ -193,17 +193,21 @@ class JWTStrategy(SessionStrategy):
         session = Session(sid, user, expires, self.name, signed_in)
         # The agent is compared on first use too: a stolen token is checked at once.
         entry = _Verified(session, float(exp), float(iat), ver, uah, ipn, _UNCHECKED)
+        self._remember(token, entry)
+        return entry
+
+    def _remember(self, token: str, entry: _Verified) -> None:
         if self.settings.jwt_cache_size:
             if len(self._cache) >= self.settings.jwt_cache_size:
                 # Bounded: drop the oldest entry (dicts keep insertion order).
                 self._cache.pop(next(iter(self._cache)), None)
             self._cache[token] = entry
-        return entry
 
     # -- issuing and refreshing ------------------------------------------------------
 
     def _encode(self, session_id: str, user: SessionUser, version: int, auth_time: datetime,
-                expires: datetime, agent: str | None, ip: str | None) -> str:
+                expires: datetime, agent: str | None, ip: str | None) -> tuple[str, int]:
+        """A signed token and its ``iat``."""
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.settings.jwt_issuer,
@@ -223,10 +227,11 @@ class JWTStrategy(SessionStrategy):
         }
         if self.settings.monitor_ip_network:
             claims["ipn"] = ip_network(ip)
-        return jwt.encode(
+        token = jwt.encode(
             claims, self._signing_key, algorithm=self.settings.jwt_algorithm,
             headers=self._headers,
         )
+        return token, now
 
     def issue(
         self,
@@ -240,7 +245,7 @@ class JWTStrategy(SessionStrategy):
         auth_time = (auth_time or now).replace(microsecond=0)
         expires, _ = self._insert_record(user, info, session_id, None, now, auth_time)
         session_user = self._session_user(user)
-        token = self._encode(session_id, session_user, user.session_version or 0, auth_time,
+        token, _ = self._encode(session_id, session_user, user.session_version or 0, auth_time,
                              expires, info.user_agent, info.ip)
         return Session(session_id, session_user, expires, self.name, auth_time), token
 
@@ -259,14 +264,21 @@ class JWTStrategy(SessionStrategy):
         self.db.session.execute(self._touch, {"sid": session.id, "now": now, "expires": expires})
         self.db.session.commit()
         user = SessionUser(row.id, row.email, row.name, row.role)
-        token = self._encode(session.id, user, row.session_version, row.created_at, expires,
-                             row.user_agent, row.ip)
+        token, issued_at = self._encode(session.id, user, row.session_version, row.created_at,
+                                        expires, row.user_agent, row.ip)
         refreshed = Session(session.id, user, expires, self.name, row.created_at)
         agent = client_agent(request)
         if (agent != row.user_agent or self.settings.monitor_ip_network) and not (
             self.check_client(refreshed, request, agent != row.user_agent, ip_network(row.ip))
         ):
             return None
+        # The next request brings the new token: verified already, no need to decode it.
+        self._remember(token, _Verified(
+            refreshed, float(int(expires.timestamp())), float(issued_at),
+            row.session_version, agent_digest(row.user_agent),
+            ip_network(row.ip) if self.settings.monitor_ip_network else None,
+            request.environ.get("HTTP_USER_AGENT"),
+        ))
         return refreshed, token
 
     # -- revocation ------------------------------------------------------------------

@@ -8,11 +8,14 @@ and per client IP in ``guardian_login_attempts``, so every process shares the co
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from passlib.context import CryptContext
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, literal, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from .config import Settings
@@ -94,6 +97,12 @@ class LoginThrottle:
         the caller commits), so concurrent processes neither lose nor share counts."""
         now = utcnow()
         table = self.table
+        upsert = self._upsert(db_session, key, now)
+        if upsert is not None:
+            db_session.execute(upsert)
+            return int(
+                db_session.execute(select(table.c.failures).where(table.c.key == key)).scalar_one()
+            )
         for _ in range(3):
             restarted = db_session.execute(
                 update(table)
@@ -118,6 +127,38 @@ class LoginThrottle:
             except IntegrityError:
                 continue  # another process inserted it first: count on its row
         raise RuntimeError(f"could not count a sign-in attempt for {key!r}")
+
+    def _upsert(self, db_session: Any, key: str, now: datetime) -> Any:
+        """One atomic INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE that counts an
+        attempt (restarting an ended window), or None for a dialect without one. Separate
+        UPDATE, then INSERT on a miss, deadlock on MariaDB when several first attempts for
+        one key race: each failed INSERT keeps a shared lock on the new row and then waits
+        for the others' to UPDATE it (error 1213, a 500)."""
+        table = self.table
+        expired = table.c.window_started_at <= now - self.window
+        failures = case((expired, 1), else_=table.c.failures + 1)
+        started = case(
+            (expired, literal(now, table.c.window_started_at.type)),
+            else_=table.c.window_started_at,
+        )
+        values = {"key": key, "failures": 1, "window_started_at": now}
+        dialect = db_session.get_bind().dialect.name
+        if dialect in ("mysql", "mariadb"):
+            # MySQL applies the assignments in order, each seeing the ones before it:
+            # failures first, while window_started_at still holds the old value.
+            return mysql_insert(table).values(values).on_duplicate_key_update(
+                [("failures", failures), ("window_started_at", started)]
+            )
+        if dialect == "postgresql":
+            insert: Any = postgresql_insert
+        elif dialect == "sqlite":
+            insert = sqlite_insert
+        else:
+            return None
+        return insert(table).values(values).on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={"failures": failures, "window_started_at": started},
+        )
 
     def reset(self, db_session: Any, key: str) -> None:
         """Forget the attempts of ``key`` (a successful sign-in for an email)."""

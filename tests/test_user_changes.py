@@ -1,0 +1,179 @@
+"""Deactivating or deleting a user ends their sessions, whichever strategy holds them: the
+next request is anonymous (a browser is sent to sign in, an API client gets 401), never a
+500. Both strategies, every database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+from conftest import AppFactory, db_of, guardian_of
+from flask import Flask, g
+from helpers import ADMIN, USER, session_cookie, sign_in, sign_in_ok
+from sqlalchemy import delete, select, update
+
+import flask_guardian
+
+JSON = {"Accept": "application/json"}
+
+
+def user_row(app: Flask, email: str) -> Any:
+    model = guardian_of(app).user_model
+    return db_of(app).session.execute(select(model).where(model.email == email)).scalar_one()
+
+
+def deactivate(app: Flask, email: str) -> None:
+    with app.app_context():
+        user_row(app, email).is_active = False
+        db_of(app).session.commit()
+
+
+def delete_user(app: Flask, email: str) -> None:
+    with app.app_context():
+        db_of(app).session.delete(user_row(app, email))
+        db_of(app).session.commit()
+
+
+def assert_signed_out_everywhere(client: Any) -> None:
+    """Every way the client can ask gives the anonymous answer, none a 500."""
+    assert client.get("/auth/session").get_json() is None
+    page = client.get("/dashboard")
+    assert page.status_code == 303
+    assert page.headers["Location"] == "/auth/signin?redirectUrl=%2Fdashboard"
+    api = client.get("/api/me", headers=JSON)
+    assert api.status_code == 401
+    assert api.get_json()["error"] == "unauthorized"
+    assert client.get("/auth/sessions").status_code == 303
+    assert client.get("/").status_code == 200
+
+
+ENDINGS = {"deactivated": deactivate, "deleted": delete_user}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_ended_user_sessions_are_anonymous_never_500(app: Flask, ending: str) -> None:
+    first, second = app.test_client(), app.test_client()
+    sign_in_ok(first, USER)
+    sign_in_ok(second, USER)
+    ENDINGS[ending](app, USER[0])
+    assert_signed_out_everywhere(first)
+    assert_signed_out_everywhere(second)
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_ending_one_user_leaves_other_users_signed_in(app: Flask, ending: str) -> None:
+    user, admin = app.test_client(), app.test_client()
+    sign_in_ok(user, USER)
+    sign_in_ok(admin, ADMIN)
+    ENDINGS[ending](app, USER[0])
+    assert admin.get("/admin").status_code == 200
+
+
+def test_deactivated_user_has_no_live_sessions_listed(app: Flask) -> None:
+    client = app.test_client()
+    sign_in_ok(client, USER)
+    deactivate(app, USER[0])
+    with app.app_context():
+        assert guardian_of(app).list_sessions(user_row(app, USER[0])) == []
+
+
+def test_reactivating_a_user_does_not_revive_ended_sessions(app: Flask) -> None:
+    client = app.test_client()
+    sign_in_ok(client, USER)
+    stale = session_cookie(client, app)
+    deactivate(app, USER[0])
+    with app.app_context():
+        user_row(app, USER[0]).is_active = True
+        db_of(app).session.commit()
+    assert client.get("/auth/session").get_json() is None
+    replay = app.test_client()
+    replay.set_cookie(app.extensions["guardian_state"].settings.cookie_name, stale or "")
+    assert replay.get("/auth/session").get_json() is None
+    sign_in_ok(client, USER)  # the account itself works again
+    assert client.get("/dashboard").status_code == 200
+
+
+def test_deactivated_user_cannot_sign_in(app: Flask) -> None:
+    deactivate(app, USER[0])
+    client = app.test_client()
+    response = sign_in(client, *USER, json=True)
+    assert response.status_code == 401
+    assert response.get_json() == {"ok": False, "error": "invalid_credentials"}
+    assert client.get("/auth/session").get_json() is None
+
+
+def test_new_account_with_a_deleted_users_email_inherits_no_session(app: Flask) -> None:
+    client = app.test_client()
+    sign_in_ok(client, USER)
+    stale = session_cookie(client, app)
+    assert stale
+    delete_user(app, USER[0])
+    with app.app_context():
+        guardian_of(app).create_user(USER[0], "another-password-789")
+    replay = app.test_client()
+    replay.set_cookie(app.extensions["guardian_state"].settings.cookie_name, stale)
+    assert_signed_out_everywhere(replay)
+
+
+def test_user_deleting_own_account_and_signing_out_is_not_an_error(
+    make_app: AppFactory,
+) -> None:
+    app = make_app()
+    guardian, db = guardian_of(app), db_of(app)
+
+    @app.post("/test/delete-me")
+    def delete_me() -> Any:
+        db.session.delete(db.session.get(guardian.user_model, g.session.user.id))
+        db.session.commit()
+        return {"redirect": flask_guardian.sign_out().redirect_url}
+
+    client = app.test_client()
+    sign_in_ok(client, USER)
+    response = client.post("/test/delete-me")
+    assert response.status_code == 200
+    assert response.get_json() == {"redirect": "/"}
+    assert_signed_out_everywhere(client)
+
+
+# -- changes made with Core SQL bypass the ORM events ----------------------------------
+
+
+def test_user_deactivated_with_core_sql_is_anonymous_by_the_next_refresh(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
+    t0 = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
+    client = app.test_client()
+    with time_machine.travel(t0, tick=False) as clock:
+        sign_in_ok(client, USER)
+        with app.app_context():
+            users = guardian_of(app).user_model.__table__
+            db_of(app).session.execute(
+                update(users).where(users.c.email == USER[0]).values(is_active=False)
+            )
+            db_of(app).session.commit()
+        clock.move_to(t0 + timedelta(seconds=60))
+        assert_signed_out_everywhere(client)
+
+
+def test_user_deleted_with_core_sql_is_anonymous_by_the_next_refresh(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
+    t0 = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
+    client = app.test_client()
+    with time_machine.travel(t0, tick=False) as clock:
+        sign_in_ok(client, USER)
+        with app.app_context():
+            state = app.extensions["guardian_state"]
+            users = state.models.user.__table__
+            sessions = state.models.session.__table__
+            user_id = user_row(app, USER[0]).id
+            # What an application's own cleanup script would do (no FK cascade on SQLite).
+            db_of(app).session.execute(delete(sessions).where(sessions.c.user_id == user_id))
+            db_of(app).session.execute(delete(users).where(users.c.id == user_id))
+            db_of(app).session.commit()
+        clock.move_to(t0 + timedelta(seconds=60))
+        assert_signed_out_everywhere(client)

@@ -80,3 +80,14 @@ def test_ordinary_anonymous_response_sets_no_cookie(client: Any) -> None:
     response = client.get("/")
     assert response.headers.getlist("Set-Cookie") == []
     assert "Cache-Control" not in response.headers
+
+
+def test_signed_in_pages_are_not_cached_unless_the_view_says_so(app: Flask) -> None:
+    @app.get("/cached")
+    def cached() -> Any:
+        return "public", 200, {"Cache-Control": "public, max-age=60"}
+
+    client = app.test_client()
+    sign_in_ok(client)
+    assert client.get("/dashboard").headers["Cache-Control"] == "no-store"
+    assert client.get("/cached").headers["Cache-Control"] == "public, max-age=60"

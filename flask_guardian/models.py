@@ -57,6 +57,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+def exact_string(length: int) -> Any:
+    """A VARCHAR compared byte for byte everywhere. MySQL/MariaDB's default collations
+    ignore case and accents ("josé@x" = "jose@x", session id "aB" = "Ab"); emails are
+    normalised in Python, so the database must compare them exactly."""
+    from sqlalchemy.dialects.mysql import VARCHAR
+
+    binary = VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin")
+    return String(length).with_variant(binary, "mysql", "mariadb")
+
+
 def utcnow() -> datetime:
     """``datetime.now(UTC)``: every time check is made in Python, never with SQL ``now()``."""
     return datetime.now(UTC)
@@ -77,7 +87,9 @@ class UserMixin:
     """
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True, nullable=False)
+    email: Mapped[str] = mapped_column(
+        exact_string(EMAIL_MAX_LENGTH), unique=True, nullable=False
+    )
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
     role: Mapped[str] = mapped_column(String(64), nullable=False, default="user")
     password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -132,12 +144,14 @@ def build_models(db: Any, user_model: Any | None) -> Models:
 
         __tablename__ = "guardian_sessions"
 
-        id: Mapped[str] = mapped_column(String(32), primary_key=True)
+        id: Mapped[str] = mapped_column(exact_string(32), primary_key=True)
         user_id: Mapped[int] = mapped_column(
             Integer, ForeignKey(user_table.c.id, ondelete="CASCADE"), nullable=False
         )
         # SHA-256 hex of the database strategy's cookie token; NULL for JWT sessions.
-        token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+        token_hash: Mapped[str | None] = mapped_column(
+            exact_string(64), nullable=True, unique=True
+        )
         strategy: Mapped[str] = mapped_column(String(16), nullable=False)
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
         last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -161,7 +175,7 @@ def build_models(db: Any, user_model: Any | None) -> Models:
         __tablename__ = "guardian_revocations"
 
         id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-        session_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+        session_id: Mapped[str | None] = mapped_column(exact_string(32), nullable=True)
         user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
         user_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
         created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
@@ -173,7 +187,7 @@ def build_models(db: Any, user_model: Any | None) -> Models:
 
         __tablename__ = "guardian_login_attempts"
 
-        key: Mapped[str] = mapped_column(String(400), primary_key=True)
+        key: Mapped[str] = mapped_column(exact_string(400), primary_key=True)
         failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
         window_started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 

@@ -234,6 +234,8 @@ def build(opts: Options, tmp: Path) -> Setup:
         "jwt-sqlite": "flask-guardian jwt (SQLite registry)",
         "db-sqlite": "flask-guardian database, SQLite",
         "db-pg": "flask-guardian database, PostgreSQL",
+        "jwt-nokey": "flask-guardian jwt, app without Flask SECRET_KEY",
+        "db-nokey": "flask-guardian database SQLite, app without Flask SECRET_KEY",
         "jwt-refresh": "flask-guardian jwt, refresh every request (UPDATE_AGE=0)",
         "db-refresh": "flask-guardian database SQLite, refresh every request",
     }
@@ -244,12 +246,22 @@ def build(opts: Options, tmp: Path) -> Setup:
     return Setup(rows, apps, pg, pg_reason, guardian_reason, failures)
 
 
+NO_FLASK_KEY: dict[str, Any] = {
+    "SECRET_KEY": None,
+    "GUARDIAN_SECRET_KEY": "guardian-benchmark-secret-" + "k" * 32,
+}
+
+
 def build_guardian_apps(
     tmp: Path, pg: bench_pg.Postgres | None, failures: list[str]
 ) -> dict[str, bench_guardian.GuardianApp]:
     specs: list[tuple[str, str, str, dict[str, Any], dict[str, Any]]] = [
         ("jwt-sqlite", "jwt", f"sqlite:///{tmp / 'g-jwt.sqlite'}", {}, {}),
         ("db-sqlite", "database", f"sqlite:///{tmp / 'g-db.sqlite'}", {}, {}),
+        # GUARDIAN_SECRET_KEY instead of Flask's SECRET_KEY: an app that does not use Flask's
+        # own cookie session does not pay for Flask opening it on every request.
+        ("jwt-nokey", "jwt", f"sqlite:///{tmp / 'g-jwt-nokey.sqlite'}", {}, NO_FLASK_KEY),
+        ("db-nokey", "database", f"sqlite:///{tmp / 'g-db-nokey.sqlite'}", {}, NO_FLASK_KEY),
         (
             "jwt-refresh",
             "jwt",

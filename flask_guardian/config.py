@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: Default values, each with the reason it was chosen (docs/configuration.md repeats them).
 DEFAULTS: dict[str, Any] = {
+    # The key CSRF tokens are signed with; when unset, Flask's SECRET_KEY is used.
+    "GUARDIAN_SECRET_KEY": None,
     # Server-side sessions are revocable at once; JWT is opt-in.
     "SESSION_STRATEGY": "database",
     # ASVS 4.0.3 V3.3.2 level 2: re-authenticate after 12 hours whatever the activity...
@@ -323,12 +325,17 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
     """
     strategy_class = resolve_strategy(_get(config, "SESSION_STRATEGY"))
 
-    secret = config.get("SECRET_KEY")
+    # GUARDIAN_SECRET_KEY lets an app that does not use Flask's own cookie session leave
+    # SECRET_KEY unset, and so not pay for Flask opening that session on every request.
+    secret_name = "GUARDIAN_SECRET_KEY" if config.get("GUARDIAN_SECRET_KEY") else "SECRET_KEY"
+    secret = config.get(secret_name)
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
     if not isinstance(secret, bytes) or len(secret) < 16:
         raise ConfigurationError(
-            "SECRET_KEY", "flask-guardian signs CSRF tokens with it: set at least 16 bytes"
+            secret_name,
+            "flask-guardian signs CSRF tokens with it: set at least 16 bytes "
+            "(GUARDIAN_SECRET_KEY, or Flask's SECRET_KEY)",
         )
 
     max_age = _int(config, "GUARDIAN_SESSION_MAX_AGE", minimum=60)

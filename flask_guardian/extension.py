@@ -213,12 +213,17 @@ def _make_after_request(state: AppState) -> Callable[[Response], Response]:
         pending: str | None = values.get("_guardian_cookie")
         seed: str | None = values.get("_guardian_csrf_seed")
         if pending is None and seed is None:
-            if values.get("session") is not None and "Cache-Control" not in response.headers:
+            if values.get("session") is not None:
                 # A signed-in page must not be kept by a shared cache or shown again from
                 # the browser's cache after sign-out (OWASP Session Management). A view
                 # that sets its own Cache-Control keeps it.
-                response.headers["Cache-Control"] = "no-store"
-                response.vary.add("Cookie")
+                headers = response.headers
+                if "Cache-Control" not in headers:
+                    headers.add("Cache-Control", "no-store")
+                    if "Vary" in headers:
+                        response.vary.add("Cookie")
+                    else:
+                        headers.add("Vary", "Cookie")
             return response
         attrs: dict[str, Any] = {
             "path": settings.cookie_path,

@@ -159,3 +159,12 @@ def test_one_guardian_serves_several_apps() -> None:
             db.create_all()
             user = guardian.create_user("x@example.com", "long-enough-password")
             assert guardian.authenticate("x@example.com", "long-enough-password") == user
+
+
+def test_guardian_secret_key_stands_in_for_flask_secret_key() -> None:
+    app = init(SECRET_KEY=None, GUARDIAN_SECRET_KEY="g" * 32)
+    assert settings_of(app).secret_key == b"g" * 32
+    assert app.secret_key is None  # Flask's own cookie session stays off
+    with pytest.raises(ConfigurationError) as info:
+        init(SECRET_KEY=None, GUARDIAN_SECRET_KEY="short")
+    assert info.value.key == "GUARDIAN_SECRET_KEY"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -43,7 +44,8 @@ class RowReader:
         self._db = db
         self._statement = statement
         self._local = threading.local()
-        self._open: dict[int, Any] = {}  # thread id -> DBAPI connection
+        # Weak: the thread-local holds the only strong reference to each connection.
+        self._open: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._engine: Engine | None = None
         self._sql = ""
         self._positions: tuple[str, ...] | None = None
@@ -107,35 +109,50 @@ class RowReader:
 
     def _connection(self) -> Any:
         local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is not None and local.pid == os.getpid():
-            return conn
+        held = getattr(local, "held", None)
+        if held is not None and held.pid == os.getpid():
+            return held.conn
         assert self._engine is not None
         proxied = self._engine.raw_connection()
         proxied.detach()  # ours for the thread's life, outside the pool's count
-        conn = proxied.dbapi_connection
-        _autocommit(conn, self._engine.dialect.name)
-        local.conn, local.pid = conn, os.getpid()
-        _close(self._open.pop(threading.get_ident(), None))  # a dead thread's, same id
-        self._open[threading.get_ident()] = conn
-        return conn
+        held = _Held(proxied.dbapi_connection)
+        _autocommit(held.conn, self._engine.dialect.name)
+        local.held = held
+        self._open.add(held)
+        return held.conn
 
     def _discard(self) -> None:
-        self._local.conn = None
-        _close(self._open.pop(threading.get_ident(), None))
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.close()
 
     def close_all(self) -> None:
         """Close every connection the reader opened (on ``engine.dispose()``)."""
-        open_now, self._open = self._open, {}
-        for conn in open_now.values():
-            _close(conn)
+        open_now, self._open = list(self._open), weakref.WeakSet()
+        for held in open_now:
+            held.close()
         self._local = threading.local()
 
 
-def _close(conn: Any) -> None:
-    if conn is not None:
-        with contextlib.suppress(Exception):  # a broken connection: nothing more to do
-            conn.close()
+class _Held:
+    """A DBAPI connection owned by one thread. The thread-local holds the only strong
+    reference: when the thread ends, the connection is closed with it."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.conn is not None and self.pid == os.getpid():  # never a parent's socket
+            with contextlib.suppress(Exception):  # broken already: nothing more to do
+                self.conn.close()
+        self.conn = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _autocommit(conn: Any, dialect: str) -> None:

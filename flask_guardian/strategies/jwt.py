@@ -325,8 +325,10 @@ class JWTStrategy(SessionStrategy):
             started = datetime.fromtimestamp(now, UTC)
             if since is None:  # first poll: anything still able to matter
                 since = started - timedelta(seconds=self.settings.max_age)
-            self._poll_since = started - POLL_OVERLAP
         rows = self.db.session.execute(self._feed, {"since": since}).all()
+        # Only a read that succeeded moves the window on: after a failed one (database
+        # briefly unreachable) the next read starts where the last good one left off.
+        self._poll_since = started - POLL_OVERLAP
         for sid, user_id, user_version, expires_at in rows:
             if sid is not None:
                 self._revoked[sid] = expires_at.timestamp()

@@ -422,11 +422,10 @@ def test_admin_ends_all_sessions_of_a_user(make_app: AppFactory) -> None:
 # -- API clients and proxies ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("strategy", ["jwt"])  # Authorization: Bearer is the jwt strategy's
 def test_a_bearer_api_client_lists_and_ends_sessions_without_csrf(
     app: Flask, strategy: str
 ) -> None:
-    if strategy != "jwt":
-        pytest.skip("Authorization: Bearer is the jwt strategy's")
     browser = signed_in_device(app, FIREFOX_LINUX)
     api = device(app, "curl/8.5.0")
     sign_in_ok(api)

@@ -218,12 +218,8 @@ def _make_after_request(state: AppState) -> Callable[[Response], Response]:
                 # the browser's cache after sign-out (OWASP Session Management). A view
                 # that sets its own Cache-Control keeps it.
                 headers = response.headers
-                if "Cache-Control" not in headers:
-                    headers.add("Cache-Control", "no-store")
-                    if "Vary" in headers:
-                        response.vary.add("Cookie")
-                    else:
-                        headers.add("Vary", "Cookie")
+                if headers.setdefault("Cache-Control", "no-store") == "no-store":
+                    headers.add("Vary", "Cookie")  # several Vary headers combine
             return response
         attrs: dict[str, Any] = {
             "path": settings.cookie_path,

@@ -19,7 +19,7 @@ from . import signals
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
-from .strategies.base import RequestInfo, is_session_id
+from .strategies.base import RequestInfo, ip_network, is_session_id
 
 if TYPE_CHECKING:
     from .extension import AppState
@@ -70,6 +70,11 @@ def authenticate(state: AppState, email: object, password: object) -> tuple[Any 
         return None, "invalid_credentials"
     if state.hasher.too_long(password):
         return None, "password_too_long"  # refused before hashing
+    if not password.isascii():
+        try:
+            password.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from JSON: no hash can take it
+            return None, "invalid_credentials"
     normalized = normalize_email(email)
     if len(normalized) > EMAIL_MAX_LENGTH or not normalized.isprintable():
         state.hasher.burn(password)  # cannot be a stored email: no query, same cost
@@ -119,7 +124,8 @@ def sign_in(
     # Keyed by a digest: any string a client sends fits the column (no NUL reaches the
     # database) and the table holds no email addresses.
     email_key = "email:" + hashlib.sha256(normalized.encode("utf-8", "replace")).hexdigest()
-    ip_key = f"ip:{ip}"
+    # One IPv6 host holds a whole /64: count the network, or the limit never bites.
+    ip_key = "ip:" + ((ip_network(ip) or ip) if ":" in ip else ip)
 
     attempts = state.throttle.hit(db_session, email_key)
     from_ip = state.throttle.hit(db_session, ip_key)
@@ -136,10 +142,14 @@ def sign_in(
     state.throttle.reset(db_session, email_key)
     state.throttle.release(db_session, ip_key)
     current: Session | None = g.get("session")
-    if current is not None:
-        state.strategy.revoke([current.id])  # the session the request carried ends here
+    replaced: list[str] = []
+    if current is not None:  # the session the request carried ends here (no fixation)
+        replaced = state.strategy.revoke([current.id], current.user.id)
     session = _start_session(state, user)
     db_session.commit()
+    if current is not None and replaced:
+        signals.session_revoked.send(_app(), session_ids=replaced, user_id=current.user.id,
+                                     reason="replaced")
     signals.user_signed_in.send(_app(), user=user, session=session)
     return SignInResult(True, None, session, target)
 
@@ -282,7 +292,8 @@ def revoke(state: AppState, session_ids: list[str], user_id: int | None, *, reas
 
 def revoke_user(state: AppState, user_id: int, *, except_current: bool) -> int:
     current: Session | None = g.get("session") if has_request_context() else None
-    keep = current.id if except_current and current is not None else None
+    mine = current is not None and current.user.id == user_id
+    keep = current.id if except_current and mine and current is not None else None
     ended = state.strategy.revoke_user(user_id, except_id=keep)
     state.db.session.commit()
     if ended:

@@ -55,8 +55,9 @@ class PasswordHasher:
 
     def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """``(matches, new_hash)``: ``new_hash`` is set when the stored hash uses an older
-        scheme or weaker parameters and should be replaced. Exactly one hash computation
-        (plus one more for the upgrade itself) whatever ``stored`` holds."""
+        scheme or weaker parameters and should be replaced. One hash computation (plus one
+        for the upgrade itself); a stored hash the context cannot read, or a password
+        bcrypt refuses (over 72 bytes), is a plain refusal."""
         if not stored:
             self.burn(password)
             return False, None

@@ -61,17 +61,17 @@ class CSRFProtect:
         )
 
     def validate(self, req: Request, submitted: object = None) -> None:
-        """Raise :class:`CSRFError` unless the request carries a valid token (form field
-        ``csrf_token``, header ``X-CSRF-Token`` or ``submitted``, from a JSON body)."""
+        """Raise :class:`CSRFError` unless the request carries a valid token: header
+        ``X-CSRF-Token``, or ``submitted`` (the form field ``csrf_token`` or the JSON body's
+        ``csrfToken``, read by the view)."""
         if not self.settings.csrf_enabled:
             return
         token = req.headers.get(HEADER) or submitted
-        if token is None and req.mimetype in (
-            "application/x-www-form-urlencoded", "multipart/form-data"
-        ):
-            token = req.form.get(FORM_FIELD)
         seed = req.cookies.get(self.settings.csrf_cookie_name)
-        if not isinstance(token, str) or not seed or len(token) > 200 or not token.isascii():
+        if (
+            not isinstance(token, str) or len(token) > 200 or not token.isascii()
+            or not seed or len(seed) != 43 or not seed.isascii()
+        ):
             raise CSRFError()
         nonce, _, mac = token.partition(".")
         if not nonce or not hmac.compare_digest(mac, self._sign(seed, nonce)):

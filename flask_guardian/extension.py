@@ -28,7 +28,7 @@ from .errors import AuthError, ConfigurationError
 from .models import Models, build_models
 from .protection import check_access, match_rule
 from .session import Session
-from .strategies.base import SessionInfo, SessionStrategy
+from .strategies.base import BEARER_MARK, SessionInfo, SessionStrategy
 
 #: Marks a cookie to be cleared by ``after_request``.
 CLEAR = ""
@@ -184,6 +184,10 @@ def _make_before_request(state: AppState) -> Callable[[], None]:
         req = request._get_current_object()  # type: ignore[attr-defined]
         ctx_g = g._get_current_object()
         ctx_g.session = None
+        # g outlives a request when an app context was pushed around several: never send
+        # one request's cookie with another's response.
+        ctx_g.__dict__.pop("_guardian_cookie", None)
+        ctx_g.__dict__.pop("_guardian_csrf_seed", None)
         if req.endpoint == "static":
             return
         token = strategy.read_token(req)
@@ -197,7 +201,7 @@ def _make_before_request(state: AppState) -> Callable[[], None]:
                 ctx_g._guardian_cookie = CLEAR  # stop the browser sending a dead credential
         elif cookie_name in req.cookies:
             ctx_g._guardian_cookie = CLEAR
-        if rules:
+        if rules and req.blueprint != "guardian":  # sign-in must stay reachable
             rule = match_rule(rules, req.path)
             if rule is not None:
                 check_access(ctx_g.session, rule.roles)
@@ -230,6 +234,9 @@ def _make_after_request(state: AppState) -> Callable[[Response], Response]:
         }
         if pending == CLEAR:
             response.delete_cookie(settings.cookie_name, **attrs)
+        elif pending is not None and request.environ.get(BEARER_MARK):
+            # A bearer client keeps its token itself: a refreshed one goes in a header.
+            response.headers["X-Guardian-Token"] = pending
         elif pending is not None:
             session: Session | None = values.get("session")
             expires: datetime | None = None

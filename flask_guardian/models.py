@@ -183,7 +183,8 @@ def build_models(db: Any, user_model: Any | None) -> Models:
         expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
 
     class LoginAttempt(db.Model):  # type: ignore[misc]
-        """Failed sign-ins for one key (``email:<normalised>`` or ``ip:<address>``)."""
+        """Sign-in attempts for one key: ``email:<SHA-256 of the normalised email>`` or
+        ``ip:<address>`` (``ip:<network>/64`` for IPv6)."""
 
         __tablename__ = "guardian_login_attempts"
 

@@ -28,7 +28,10 @@ def wants_json() -> bool:
 
 def _payload() -> dict[str, Any]:
     if request.is_json:
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:  # deeply nested JSON: json raises this, not ValueError
+            data = None
         if not isinstance(data, dict):
             raise BadRequest("Expected a JSON object.")
         return data

@@ -4,6 +4,7 @@ and no database query for a cookie that cannot be a valid token."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -110,3 +111,30 @@ def test_form_signin_with_missing_fields_is_400(client: Any) -> None:
     response = client.post("/auth/signin", data={"csrf_token": csrf_token(client)})
     assert response.status_code == 400
     assert "must be a string" in response.get_data(as_text=True)
+
+
+def test_deeply_nested_json_is_400_not_500(client: Any) -> None:
+    body = "[" * 100_000 + "]" * 100_000
+    for route in ("/auth/signin", "/auth/signout"):
+        response = client.post(route, data=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, route
+
+
+def test_non_ascii_csrf_seed_cookie_is_403_not_500(app: Flask) -> None:
+    client = app.test_client()
+    seed_cookie = app.extensions["guardian_state"].settings.csrf_cookie_name
+    client.set_cookie(seed_cookie, "é" * 43)
+    response = client.post("/auth/signin", json={"email": USER[0], "password": USER[1],
+                                                 "csrfToken": "abc.def"})
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("email", [USER[0], "nobody@example.com"])
+def test_lone_surrogate_password_is_a_plain_refusal(client: Any, email: str) -> None:
+    token = csrf_token(client)
+    body = json.dumps({"email": email, "password": "PLACEHOLDER", "csrfToken": token})
+    raw = body.replace("PLACEHOLDER", "\\ud800aaaaaaaaaaaa")  # a lone surrogate, as JSON
+    response = client.post("/auth/signin", data=raw,
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 401
+    assert response.get_json() == {"ok": False, "error": "invalid_credentials"}

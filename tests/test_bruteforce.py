@@ -285,3 +285,14 @@ def test_parallel_first_attempts_for_new_emails_never_fail(make_app: AppFactory)
     app = make_app(**LIMITS)
     rounds = [parallel_attempts(app, f"target{n}@example.com", 10) for n in range(10)]
     assert rounds == [[401] * MAX_ATTEMPTS + [429] * (10 - MAX_ATTEMPTS)] * 10
+
+
+def test_ipv6_limit_counts_the_whole_slash_64(make_app: AppFactory) -> None:
+    """One IPv6 host holds 2**64 addresses: the per-address limit counts its /64."""
+    app = make_app(GUARDIAN_IP_MAX_LOGIN_ATTEMPTS=3, GUARDIAN_MAX_LOGIN_ATTEMPTS=100)
+    client = app.test_client()
+    for n in range(3):
+        assert attempt(client, f"guess{n}@example.com", WRONG,
+                       ip=f"2001:db8::{n}").status_code == 401
+    assert attempt(client, *USER, ip="2001:db8::ff").status_code == 429
+    assert attempt(client, *USER, ip="2001:db8:0:1::1").status_code == 200  # another /64

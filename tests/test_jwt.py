@@ -262,3 +262,34 @@ def test_other_authorization_schemes_leave_the_cookie_in_charge(app: Flask) -> N
                                                "Accept": "application/json"})
     assert response.status_code == 200
     assert response.headers.getlist("Set-Cookie") == []
+
+
+def test_bearer_client_gets_refreshed_token_in_a_header_and_stays_signed_in(
+    app: Flask,
+) -> None:
+    """A bearer client cannot read Set-Cookie: a refresh goes out as X-Guardian-Token,
+    and a client that keeps the old token is re-checked once per update age, not on
+    every request."""
+    from datetime import UTC, datetime, timedelta
+
+    from conftest import QueryCounter
+
+    settings = app.extensions["guardian_state"].settings
+    start = datetime.now(UTC)
+    with time_machine.travel(start, tick=False):
+        token = signed_in_token(app)
+    later = start + timedelta(seconds=settings.update_age + 1)
+    with time_machine.travel(later, tick=False):
+        response = request_with(app, token, bearer=True)
+        assert response.status_code == 200
+        assert response.headers.getlist("Set-Cookie") == []
+        fresh = response.headers["X-Guardian-Token"]
+        assert claims_of(fresh)["sid"] == claims_of(token)["sid"]
+        with QueryCounter(app) as queries:
+            assert request_with(app, token, bearer=True).status_code == 200
+            assert request_with(app, fresh, bearer=True).status_code == 200
+        assert queries.writes == []
+    # The new token lives on past the old one's idle deadline.
+    beyond = later + timedelta(seconds=settings.idle_timeout - 1)
+    with time_machine.travel(beyond, tick=False):
+        assert request_with(app, fresh, bearer=True).status_code == 200

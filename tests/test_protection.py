@@ -106,3 +106,15 @@ def test_signin_after_redirect_returns_to_the_page(client: Any) -> None:
     redirect_url = location.split("redirectUrl=", 1)[1].replace("%2F", "/")
     response = sign_in(client, *USER, redirect_url=redirect_url)
     assert response.headers["Location"] == "/dashboard"
+
+
+@pytest.mark.parametrize("prefix", ["/", "/auth"])
+def test_rules_never_lock_out_the_sign_in_routes(make_app: AppFactory, prefix: str) -> None:
+    app = make_app(GUARDIAN_PROTECTED_ROUTES={prefix: {}})
+    client = app.test_client()
+    assert client.get("/auth/signin").status_code == 200
+    assert client.get("/auth/csrf", headers=JSON).status_code == 200
+    assert client.get("/auth/session").get_json() is None
+    assert client.get("/dashboard").status_code == 303
+    sign_in_ok(client, USER)
+    assert client.get("/dashboard").status_code == 200

@@ -178,3 +178,14 @@ def test_one_query_per_authenticated_request(app: Flask, client: Any, strategy: 
         assert client.get("/dashboard").status_code == 200
     assert queries.count == (1 if strategy == "database" else 0), queries.statements
     assert queries.writes == []
+
+
+def test_no_cookie_leaks_between_requests_sharing_an_app_context(app: Flask) -> None:
+    """g outlives a request when an app context is pushed around several (tests, scripts):
+    one client's new session cookie must never be sent to another."""
+    with app.app_context():
+        first = app.test_client()
+        sign_in_ok(first)
+        other = app.test_client()
+        response = other.get("/")
+        assert response.headers.getlist("Set-Cookie") == []

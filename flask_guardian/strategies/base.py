@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_guardian")
 
+#: Set in the WSGI environ of a request authenticated by ``Authorization: Bearer``: its
+#: refreshed token goes out in the ``X-Guardian-Token`` header, not in a cookie.
+BEARER_MARK = "guardian.bearer"
+
 #: The result of :meth:`SessionStrategy.load`: the session, and a new token to send when
 #: the session was refreshed (``None`` when the current token stays).
 Loaded = tuple[Session, str | None]

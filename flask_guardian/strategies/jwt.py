@@ -12,6 +12,7 @@ everywhere within that delay.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
@@ -26,6 +27,7 @@ from sqlalchemy import bindparam, select, update
 from ..models import utcnow
 from ..session import Session, SessionUser
 from .base import (
+    BEARER_MARK,
     Loaded,
     RequestInfo,
     SessionStrategy,
@@ -115,6 +117,7 @@ class JWTStrategy(SessionStrategy):
         if header is not None:
             scheme, _, token = header.partition(" ")
             if scheme.lower() == "bearer":  # other schemes belong to the app: use the cookie
+                request.environ[BEARER_MARK] = True
                 token = token.strip()
                 if len(token) > self.settings.token_max_length or not token.isascii():
                     return None
@@ -140,7 +143,7 @@ class JWTStrategy(SessionStrategy):
         if (version is not None and entry.ver < version) or (
             now - entry.iat >= self.settings.update_age
         ):
-            return self._refresh(session, request)
+            return self._refresh(session, request, token, entry)
         agent = request.environ.get("HTTP_USER_AGENT")
         if agent != entry.agent:
             changed = agent_digest(client_agent(request)) != entry.uah
@@ -199,8 +202,10 @@ class JWTStrategy(SessionStrategy):
     def _remember(self, token: str, entry: _Verified) -> None:
         if self.settings.jwt_cache_size:
             if len(self._cache) >= self.settings.jwt_cache_size:
-                # Bounded: drop the oldest entry (dicts keep insertion order).
-                self._cache.pop(next(iter(self._cache)), None)
+                # Bounded: drop the oldest entry (dicts keep insertion order). Another
+                # thread may be changing the dict: a missed eviction is harmless.
+                with contextlib.suppress(StopIteration, RuntimeError):
+                    self._cache.pop(next(iter(self._cache)), None)
             self._cache[token] = entry
 
     # -- issuing and refreshing ------------------------------------------------------
@@ -249,7 +254,9 @@ class JWTStrategy(SessionStrategy):
                              expires, info.user_agent, info.ip)
         return Session(session_id, session_user, expires, self.name, auth_time), token
 
-    def _refresh(self, session: Session, request: Request) -> Loaded | None:
+    def _refresh(
+        self, session: Session, request: Request, old_token: str, old: _Verified
+    ) -> Loaded | None:
         """Re-read the registry row and the user, and re-issue the token with fresh claims
         and a new idle deadline. Runs when the update age has passed or the user changed."""
         row = self.db.session.execute(self._registry_lookup, {"sid": session.id}).first()
@@ -272,6 +279,14 @@ class JWTStrategy(SessionStrategy):
             self.check_client(refreshed, request, agent != row.user_agent, ip_network(row.ip))
         ):
             return None
+        if request.environ.get(BEARER_MARK):
+            # An API client may keep sending the old token (it gets the new one in a
+            # header it can ignore): re-checked now, it needs no refresh until the next
+            # update age, and it still ends at its own exp.
+            old.session = Session(session.id, user, old.session.expires, self.name,
+                                  row.created_at)
+            old.iat, old.ver = float(issued_at), row.session_version
+            self._remember(old_token, old)
         # The next request brings the new token: verified already, no need to decode it.
         self._remember(token, _Verified(
             refreshed, float(int(expires.timestamp())), float(issued_at),
@@ -337,4 +352,5 @@ class JWTStrategy(SessionStrategy):
             ):
                 self._versions[user_id] = user_version
         if len(self._revoked) > 1024:
-            self._revoked = {s: t for s, t in self._revoked.items() if t > now}
+            # list() first: other request threads may add to the dict meanwhile.
+            self._revoked = {s: t for s, t in list(self._revoked.items()) if t > now}

@@ -30,10 +30,22 @@ from sqlalchemy.sql import Select
 StatementListener = Callable[[str], None]
 
 
+_PARSED: dict[str, datetime] = {}
+
+
 def as_utc(value: Any) -> datetime:
-    """A DBAPI datetime value (SQLite gives ISO strings) as an aware UTC datetime."""
+    """A DBAPI datetime value (SQLite gives ISO strings) as an aware UTC datetime.
+
+    A session's timestamps repeat on every one of its requests until it is refreshed, so
+    parsed strings are kept in a small bounded cache (parsing costs more than the query's
+    own Python work on SQLite)."""
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        parsed = _PARSED.get(value)
+        if parsed is None:
+            if len(_PARSED) >= 16_384:
+                _PARSED.clear()
+            parsed = _PARSED[value] = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return parsed
     return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
@@ -65,8 +77,9 @@ class RowReader:
     # -- the read --------------------------------------------------------------------
 
     def first(self, params: dict[str, Any]) -> Any:
-        engine = self._db.engine
-        if engine is not self._engine:
+        engine = self._engine
+        if engine is None:  # first use: the reader serves one app, whose engine is fixed
+            engine = self._db.engine
             self._bind(engine)
         if self._sql == "":
             return self._db.session.execute(self._statement, params).first()
@@ -94,18 +107,19 @@ class RowReader:
 
     def _bind(self, engine: Engine) -> None:
         with self._lock:
+            if self._engine is engine:
+                return  # another thread bound it first
             self.close_all()
-            self._engine = engine
-            pool = engine.pool
-            if isinstance(pool, (StaticPool, SingletonThreadPool)):
+            if isinstance(engine.pool, (StaticPool, SingletonThreadPool)):
                 self._sql = ""  # one shared connection: use the session
-                return
-            compiled = self._statement.compile(dialect=engine.dialect)
-            self._sql = compiled.string
-            self._positions = tuple(compiled.positiontup or ()) if (
-                engine.dialect.positional
-            ) else None
-            event.listen(engine, "engine_disposed", lambda _e: self.close_all())
+            else:
+                compiled = self._statement.compile(dialect=engine.dialect)
+                self._positions = tuple(compiled.positiontup or ()) if (
+                    engine.dialect.positional
+                ) else None
+                self._sql = compiled.string
+                event.listen(engine, "engine_disposed", lambda _e: self.close_all())
+            self._engine = engine  # last: other threads use the reader once this is set
 
     def _connection(self) -> Any:
         local = self._local

@@ -78,7 +78,10 @@ class DatabaseStrategy(SessionStrategy):
             self.db.session.commit()
         session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
                           as_utc(created))
-        agent_changed = client_agent(request) != signed_agent
+        # The raw header equal to the stored (cleaned) one: unchanged, nothing to clean.
+        agent_changed = request.environ.get("HTTP_USER_AGENT") != signed_agent and (
+            client_agent(request) != signed_agent
+        )
         if (agent_changed or self.settings.monitor_ip_network) and not self.check_client(
             session, request, agent_changed, ip_network(ip)
         ):

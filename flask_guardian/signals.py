@@ -7,8 +7,8 @@
   and ``ip``. The reason is for your logs; the client always gets the generic answer.
 - ``session_revoked``: ``session_ids`` (list), ``user_id``, ``reason`` (``"revoked"``,
   ``"others"``, ``"all"``, ``"password_changed"``, ``"deactivated"``, ``"deleted"``,
-  ``"suspicious"``, ``"rotated"``). Revocations made by a user change are sent after the
-  transaction commits.
+  ``"replaced"``, ``"suspicious"``, ``"rotated"``). Revocations made by a user change
+  are sent after the transaction commits.
 - ``suspicious_session``: ``session``, ``reasons`` (``["user_agent"]`` and/or
   ``["ip_network"]``), ``action`` (``"log"`` or ``"revoke"``).
 """

@@ -189,3 +189,21 @@ def test_no_cookie_leaks_between_requests_sharing_an_app_context(app: Flask) -> 
         other = app.test_client()
         response = other.get("/")
         assert response.headers.getlist("Set-Cookie") == []
+
+
+def test_signing_in_again_reports_the_replaced_session(app: Flask, client: Any) -> None:
+    sign_in_ok(client)
+    first = client.get("/auth/sessions", headers={"Accept": "application/json"}).get_json()
+    revoked: list[dict[str, Any]] = []
+
+    def receive(sender: Any, **kwargs: Any) -> None:
+        revoked.append(kwargs)
+
+    signals.session_revoked.connect(receive)
+    try:
+        sign_in_ok(client, ADMIN)
+    finally:
+        signals.session_revoked.disconnect(receive)
+    assert [r["reason"] for r in revoked] == ["replaced"]
+    assert revoked[0]["session_ids"] == [first["sessions"][0]["id"]]
+    assert revoked[0]["user_id"] == 2

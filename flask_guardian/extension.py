@@ -22,6 +22,7 @@ from sqlalchemy import event, inspect
 
 from . import auth, signals
 from .config import Settings, load_settings
+from .cookies import read_cookie
 from .credentials import LoginThrottle, PasswordHasher
 from .csrf import CSRFProtect
 from .errors import AuthError, ConfigurationError
@@ -182,29 +183,29 @@ def _make_before_request(state: AppState) -> Callable[[], None]:
     def load_session() -> None:
         """The hot path: one token read, one lookup (none for a cached JWT)."""
         req = request._get_current_object()  # type: ignore[attr-defined]
-        ctx_g = g._get_current_object()
-        ctx_g.session = None
+        values = g._get_current_object().__dict__
+        values["session"] = None
         # g outlives a request when an app context was pushed around several: never send
         # one request's cookie with another's response.
-        ctx_g.__dict__.pop("_guardian_cookie", None)
-        ctx_g.__dict__.pop("_guardian_csrf_seed", None)
+        values.pop("_guardian_cookie", None)
+        values.pop("_guardian_csrf_seed", None)
         if req.endpoint == "static":
             return
         token = strategy.read_token(req)
         if token is not None:
             loaded = strategy.load(token, req)
             if loaded is not None:
-                ctx_g.session = loaded[0]
+                values["session"] = loaded[0]
                 if loaded[1] is not None:
-                    ctx_g._guardian_cookie = loaded[1]
-            elif req.cookies.get(cookie_name) == token:
-                ctx_g._guardian_cookie = CLEAR  # stop the browser sending a dead credential
-        elif cookie_name in req.cookies:
-            ctx_g._guardian_cookie = CLEAR
+                    values["_guardian_cookie"] = loaded[1]
+            elif read_cookie(req.environ, cookie_name) == token:
+                values["_guardian_cookie"] = CLEAR  # stop the browser sending a dead credential
+        elif read_cookie(req.environ, cookie_name) is not None:
+            values["_guardian_cookie"] = CLEAR
         if rules and req.blueprint != "guardian":  # sign-in must stay reachable
             rule = match_rule(rules, req.path)
             if rule is not None:
-                check_access(ctx_g.session, rule.roles)
+                check_access(values["session"], rule.roles)
 
     return load_session
 
@@ -222,7 +223,13 @@ def _make_after_request(state: AppState) -> Callable[[Response], Response]:
                 # the browser's cache after sign-out (OWASP Session Management). A view
                 # that sets its own Cache-Control keeps it.
                 headers = response.headers
-                if headers.setdefault("Cache-Control", "no-store") == "no-store":
+                for key, value in headers:  # a scan, not get(): a miss raises inside
+                    if key.lower() == "cache-control":
+                        if value == "no-store":
+                            headers.add("Vary", "Cookie")
+                        break
+                else:
+                    headers.add("Cache-Control", "no-store")
                     headers.add("Vary", "Cookie")  # several Vary headers combine
             return response
         attrs: dict[str, Any] = {

@@ -3,11 +3,15 @@ same name, path, domain and flags they were set with; auth responses are not cac
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from conftest import AppFactory
 from flask import Flask
 from helpers import USER, cookie_attributes, set_cookie_headers, sign_in, sign_in_ok, sign_out
+from werkzeug.wrappers import Request
+
+from flask_guardian.cookies import read_cookie
 
 
 def _set_and_cleared(app: Flask, base_url: str = "http://localhost") -> tuple[dict[str, str],
@@ -91,3 +95,52 @@ def test_signed_in_pages_are_not_cached_unless_the_view_says_so(app: Flask) -> N
     sign_in_ok(client)
     assert client.get("/dashboard").headers["Cache-Control"] == "no-store"
     assert client.get("/cached").headers["Cache-Control"] == "public, max-age=60"
+
+
+# -- reading: flask_guardian.cookies.read_cookie equals request.cookies.get ----------------
+
+_SEGMENTS = [
+    "guardian=tok", " guardian = tok ", "guardian", "guardian=", "guardian=a b",
+    "guardian=\ttok", "guardian\t=tok", "guardian==x", "xguardian=no", "guardianx=no",
+    'guardian="quoted"', 'guardian="q\\"uo\\;te\\101"', 'x="a;guardian=evil"', "=guardian",
+    "a=1", "b", "  ", "", "g uardian=no", "guardian=é", "gü=1", "guardian=\n", 'guardian="',
+    "guardian-csrf=seed", "guardian=" + "J" * 400,
+]
+_CHARS = ' \t;="\\agdnriu=-é\n'
+
+
+def _headers(count: int) -> list[str]:
+    rng = random.Random(20261129)  # fixed: the same headers on every run
+    headers = []
+    for _ in range(count):
+        if rng.random() < 0.5:
+            parts = [rng.choice(_SEGMENTS) for _ in range(rng.randint(1, 5))]
+            headers.append(rng.choice([";", "; ", " ;"]).join(parts))
+        else:
+            headers.append("".join(rng.choice(_CHARS) for _ in range(rng.randint(0, 30))))
+    return headers
+
+
+def test_read_cookie_equals_werkzeug_on_generated_headers() -> None:
+    names = ["guardian", "guardian-csrf", "a", "b", "g", "gü", "", "g uardian", "x=y", '"']
+    compared = 0
+    for header in _headers(4000):
+        environ = {"HTTP_COOKIE": header}
+        expected = Request(environ).cookies
+        for name in names:
+            assert read_cookie(environ, name) == expected.get(name), (header, name)
+            compared += 1
+    assert compared == 40_000
+    assert read_cookie({}, "guardian") is None
+
+
+def test_read_cookie_examples() -> None:
+    def read(header: str) -> str | None:
+        return read_cookie({"HTTP_COOKIE": header}, "guardian")
+
+    assert read("a=1; guardian=tok; guardian=second") == "tok"  # the first one wins
+    assert read("guardian=a b; guardian=ok") == "ok"  # not a cookie: skipped
+    assert read('x="a;guardian=evil"') is None  # inside another cookie's quoted value
+    assert read('guardian="\\101b"') == "Ab"  # quoted, with an octal escape
+    assert read("guardian") == ""
+    assert read("xguardian=1") is None

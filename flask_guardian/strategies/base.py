@@ -24,6 +24,7 @@ from flask import Request, current_app
 from sqlalchemy import and_, select, update
 
 from .. import signals
+from ..cookies import read_cookie
 from ..models import USER_AGENT_MAX_LENGTH, utcnow
 from ..session import Session, SessionUser
 
@@ -147,7 +148,7 @@ class SessionStrategy(ABC):
     def read_token(self, request: Request) -> str | None:
         """The credential the request carries, or None. Oversized or non-ASCII values are
         dropped here, before any parsing or query."""
-        token = request.cookies.get(self.settings.cookie_name)
+        token = read_cookie(request.environ, self.settings.cookie_name)
         if token is None or len(token) > self.settings.token_max_length or not token.isascii():
             return None
         return token

@@ -221,16 +221,14 @@ def _make_after_request(state: AppState) -> Callable[[Response], Response]:
             if values.get("session") is not None:
                 # A signed-in page must not be kept by a shared cache or shown again from
                 # the browser's cache after sign-out (OWASP Session Management). A view
-                # that sets its own Cache-Control keeps it.
+                # that sets its own Cache-Control keeps it. (No Vary: a response no cache
+                # may store needs none.)
                 headers = response.headers
-                for key, value in headers:  # a scan, not get(): a miss raises inside
+                for key, _ in headers:  # a scan, not get(): a miss raises inside
                     if key.lower() == "cache-control":
-                        if value == "no-store":
-                            headers.add("Vary", "Cookie")
                         break
                 else:
                     headers.add("Cache-Control", "no-store")
-                    headers.add("Vary", "Cookie")  # several Vary headers combine
             return response
         attrs: dict[str, Any] = {
             "path": settings.cookie_path,

@@ -55,3 +55,28 @@ def test_static_files_cost_nothing(app: Flask, client: Any) -> None:
         response = client.get("/static/missing.css")
     assert response.status_code == 404
     assert queries.count == 0
+
+
+def test_signed_in_request_never_parses_all_cookies(make_app: Any) -> None:
+    """The session cookie is read from the raw header: ``request.cookies`` (which walks the
+    whole environ and parses every cookie) is left to the app. Flask's own session would
+    parse them, so the app here has only ``GUARDIAN_SECRET_KEY``."""
+    from flask import request
+
+    from flask_guardian import login_required
+
+    app = make_app(SECRET_KEY=None, GUARDIAN_SECRET_KEY="k" * 32)
+
+    @app.get("/probe")
+    @login_required
+    def probe() -> str:
+        return "parsed" if "cookies" in request.__dict__ else "untouched"
+
+    client = app.test_client()
+    sign_in_ok(client)
+    client.set_cookie("analytics", "a b c")
+    client.set_cookie("theme", "dark")
+    for _ in range(3):  # the refresh-free steady state as well as the first request
+        response = client.get("/probe")
+        assert response.status_code == 200
+        assert response.text == "untouched"

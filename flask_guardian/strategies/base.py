@@ -142,14 +142,16 @@ class SessionStrategy(ABC):
         self.sessions = state.models.session.__table__
         self.users = state.models.user.__table__
         self._flagged: dict[str, None] = {}
+        self._cookie_name = state.settings.cookie_name
+        self._token_max_length = state.settings.token_max_length
 
     # -- the hot path ----------------------------------------------------------------
 
     def read_token(self, request: Request) -> str | None:
         """The credential the request carries, or None. Oversized or non-ASCII values are
         dropped here, before any parsing or query."""
-        token = read_cookie(request.environ, self.settings.cookie_name)
-        if token is None or len(token) > self.settings.token_max_length or not token.isascii():
+        token = read_cookie(request.environ, self._cookie_name)
+        if token is None or len(token) > self._token_max_length or not token.isascii():
             return None
         return token
 

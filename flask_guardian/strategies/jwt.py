@@ -24,6 +24,7 @@ import jwt
 from flask import Request
 from sqlalchemy import bindparam, select, update
 
+from ..cookies import read_cookie
 from ..models import utcnow
 from ..session import Session, SessionUser
 from .base import (
@@ -113,16 +114,20 @@ class JWTStrategy(SessionStrategy):
     # -- the hot path ----------------------------------------------------------------
 
     def read_token(self, request: Request) -> str | None:
-        header = request.environ.get("HTTP_AUTHORIZATION")
+        environ = request.environ
+        header = environ.get("HTTP_AUTHORIZATION")
         if header is not None:
             scheme, _, token = header.partition(" ")
             if scheme.lower() == "bearer":  # other schemes belong to the app: use the cookie
-                request.environ[BEARER_MARK] = True
+                environ[BEARER_MARK] = True
                 token = token.strip()
-                if len(token) > self.settings.token_max_length or not token.isascii():
+                if len(token) > self._token_max_length or not token.isascii():
                     return None
                 return token or None
-        return super().read_token(request)
+        cookie = read_cookie(environ, self._cookie_name)  # as the base class, inlined
+        if cookie is None or len(cookie) > self._token_max_length or not cookie.isascii():
+            return None
+        return cookie
 
     def load(self, token: str, request: Request) -> Loaded | None:
         entry = self._cache.get(token)

@@ -10,6 +10,7 @@ Results are printed to stdout as Markdown; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import cProfile
 import gc
 import hashlib
@@ -18,7 +19,9 @@ import os
 import platform
 import pstats
 import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +36,7 @@ from typing import Any
 
 import bench_apps
 import bench_guardian
+import bench_one
 import bench_pg
 from bench_harness import (
     QueryCount,
@@ -49,7 +53,11 @@ from bench_harness import (
 )
 from sqlalchemy import event, text
 
-SECTION_NAMES = ("per-request", "sign-in", "memory", "scale", "purge", "profile")
+SECTION_NAMES = (
+    "per-request", "sign-in", "memory", "scale", "purge", "profile", "instructions",
+)
+#: Sections only run when asked for by name (--only, --profile): slow or diagnostic.
+OPT_IN = {"profile", "instructions"}
 
 
 @dataclass
@@ -108,7 +116,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     args = parser.parse_args(argv)
     quick: bool = args.quick
-    only = set(SECTION_NAMES) - {"profile"}
+    only = set(SECTION_NAMES) - OPT_IN
     if args.only:
         only = {name.strip() for name in args.only.split(",") if name.strip()}
         unknown = only - set(SECTION_NAMES)
@@ -879,6 +887,61 @@ def trim_pstats(report: str) -> str:
     return "\n".join(site.sub("", ln).replace(home, "") for ln in keep)
 
 
+# -- section 7: instructions per request -----------------------------------------------------
+
+
+def instructions_section(opts: Options, setup: Setup) -> None:
+    """Instructions per request under callgrind: independent of the machine's load."""
+    out("## Instructions per request (callgrind)\n")
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        out("Skipped: `valgrind` is not installed (Debian package `valgrind`).\n")
+        return
+    requests = 200 if opts.quick else 500
+    script = Path(bench_one.__file__).resolve()
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in every run
+
+    def collected(job: tuple[str, int]) -> int:
+        name, count = job
+        command = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                   sys.executable, str(script), name, str(count)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env,
+                              cwd=script.parent, check=False)
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise RuntimeError(f"callgrind run of {name!r} failed:\n{done.stderr[-2000:]}")
+        return int(found.group(1))
+
+    jobs = [(name, count) for name in bench_one.TARGETS for count in (0, requests)]
+    log(f"counting instructions: {len(jobs)} callgrind runs")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        totals = dict(zip(jobs, pool.map(collected, jobs), strict=True))
+    per = {
+        name: (totals[(name, requests)] - totals[(name, 0)]) / requests
+        for name in bench_one.TARGETS
+    }
+    bare, keyed = per[bench_apps.BARE], per[bench_apps.BARE_KEYED]
+    out(
+        f"`valgrind --tool=callgrind` counts the instructions the process executes. Each "
+        f"target runs twice, after the same set-up and 200 warm-up requests: once with no "
+        f"further request and once with {requests:,}; the difference divided by "
+        f"{requests:,} is one request. `PYTHONHASHSEED=0` in both runs. The count does "
+        "not change with the machine's load, so it checks the wall-clock ratios above; "
+        "it does not see time spent waiting (system calls, a database server), which is "
+        "why the database rows cost more in time than in instructions.\n"
+    )
+    out(
+        markdown_table(
+            ["target", "instructions/request", "x bare", "x keyed bare"],
+            [
+                [name, f"{value:,.0f}", fmt_ratio(value / bare), fmt_ratio(value / keyed)]
+                for name, value in per.items()
+            ],
+        )
+    )
+    out()
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -941,6 +1004,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("scale", scale_section),
             ("purge", purge_section),
             ("profile", profile_section),
+            ("instructions", instructions_section),
         ]
         for name, section in sections:
             if name not in opts.only:

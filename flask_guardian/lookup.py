@@ -32,6 +32,18 @@ StatementListener = Callable[[str], None]
 
 _PARSED: dict[str, datetime] = {}
 
+#: Bumped in the child after a fork: a connection opened before it belongs to the parent.
+#: Compared on every read instead of ``os.getpid()``, which is a system call each time.
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
 
 def as_utc(value: Any) -> datetime:
     """A DBAPI datetime value (SQLite gives ISO strings) as an aware UTC datetime.
@@ -124,7 +136,7 @@ class RowReader:
     def _connection(self) -> Any:
         local = self._local
         held = getattr(local, "held", None)
-        if held is not None and held.pid == os.getpid():
+        if held is not None and held.generation == _generation:
             return held.conn
         assert self._engine is not None
         proxied = self._engine.raw_connection()
@@ -153,11 +165,12 @@ class _Held:
     """A DBAPI connection owned by one thread. The thread-local holds the only strong
     reference: when the thread ends, the connection is closed with it."""
 
-    __slots__ = ("__weakref__", "conn", "pid")
+    __slots__ = ("__weakref__", "conn", "generation", "pid")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.pid = os.getpid()
+        self.generation = _generation
 
     def close(self) -> None:
         if self.conn is not None and self.pid == os.getpid():  # never a parent's socket

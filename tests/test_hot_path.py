@@ -80,3 +80,40 @@ def test_signed_in_request_never_parses_all_cookies(make_app: Any) -> None:
         response = client.get("/probe")
         assert response.status_code == 200
         assert response.text == "untouched"
+
+
+def test_forked_child_reads_on_its_own_connection(database_url: str) -> None:
+    """The database strategy's per-thread read connection is never shared with a forked
+    child (a pre-forking server): the child opens its own, without a ``getpid()`` system
+    call on every request to notice the fork."""
+    import os
+
+    from conftest import build_app
+
+    app = build_app(database_url, "database")
+    reader = app.extensions["guardian_state"].strategy.reader
+    client = app.test_client()
+    sign_in_ok(client)
+    assert client.get("/dashboard").status_code == 200
+    parent_connection = reader._connection()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, never return into pytest
+        code = 1
+        try:
+            ok = client.get("/dashboard").status_code == 200
+            fresh = reader._connection() is not parent_connection
+            os.write(write_end, f"{ok} {fresh}".encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    report = os.read(read_end, 100).decode()
+    os.close(read_end)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report == "True True"
+    assert reader._connection() is parent_connection  # the parent keeps its own
+    assert client.get("/dashboard").status_code == 200
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()

@@ -1,0 +1,81 @@
+"""Serve one benchmark target a given number of times, for the instruction count.
+
+    python benchmarks/bench_one.py TARGET REQUESTS
+
+``run.py --only instructions`` runs this under ``valgrind --tool=callgrind`` twice per
+target, with 0 and with REQUESTS timed requests after the same set-up and warm-up; the
+difference divided by REQUESTS is the instructions one request costs. Instruction counts
+do not depend on what else the machine is doing, so they check the wall-clock ratios of
+the per-request table on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import bench_apps
+import bench_guardian
+from bench_harness import Target, run_batch
+
+GUARDIAN_SECRET: dict[str, object] = {
+    "SECRET_KEY": None,
+    "GUARDIAN_SECRET_KEY": "guardian-benchmark-secret-" + "k" * 32,
+}
+#: A cookie of the shape the guardian database strategy issues, for the bare rows.
+COOKIE = "guardian=" + "A" * 43
+
+
+def _bare(index: int) -> Callable[[Path], Target]:
+    return lambda tmp: bench_apps.bare_targets(COOKIE, "guardian")[index]
+
+
+def _guardian(strategy: str, extra: dict[str, object]) -> Callable[[Path], Target]:
+    def build(tmp: Path) -> Target:
+        ga = bench_guardian.build_guardian_app(
+            strategy, strategy=strategy, uri=f"sqlite:///{tmp / 'guardian.sqlite'}", extra=extra
+        )
+        return ga.target(strategy)
+
+    return build
+
+
+def _flask_login(tmp: Path) -> Target:
+    target = bench_apps.flask_login_target("SQLite", f"sqlite:///{tmp / 'login.sqlite'}", {})
+    target.follow_cookie = "session"
+    return target
+
+
+#: Row name in the report -> how to build the target.
+TARGETS: dict[str, Callable[[Path], Target]] = {
+    bench_apps.BARE: _bare(0),
+    bench_apps.BARE_KEYED: _bare(1),
+    "floor: read cookie via request.cookies": _bare(2),
+    "Flask-Login + SQLAlchemy loader, SQLite": _flask_login,
+    "Flask-JWT-Extended, token in cookie": lambda tmp: bench_apps.jwt_extended_target(),
+    "flask-guardian jwt, app without Flask SECRET_KEY": _guardian("jwt", GUARDIAN_SECRET),
+    "flask-guardian database SQLite, app without Flask SECRET_KEY": _guardian(
+        "database", GUARDIAN_SECRET
+    ),
+    "flask-guardian jwt (SQLite registry)": _guardian("jwt", {}),
+    "flask-guardian database, SQLite": _guardian("database", {}),
+}
+
+
+def main(argv: list[str]) -> int:
+    name, requests = argv[0], int(argv[1])
+    with tempfile.TemporaryDirectory(prefix="guardian-bench-one-") as tmp:
+        target = TARGETS[name](Path(tmp))
+        run_batch(target, 200)  # warm-up: caches filled, any first-request work done
+        if requests:
+            batch = run_batch(target, requests)
+            if set(batch.statuses) != {target.expect_status}:
+                print(f"unexpected statuses {batch.statuses}", file=sys.stderr)
+                return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -53,6 +53,9 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     bench_apps.BARE: _bare(0),
     bench_apps.BARE_KEYED: _bare(1),
     "floor: read cookie via request.cookies": _bare(2),
+    "floor: raw sqlite3 lookup, thread-local conn": lambda tmp: bench_apps.sqlite_floor_target(
+        tmp / "floor.sqlite"
+    ),
     "Flask-Login + SQLAlchemy loader, SQLite": _flask_login,
     "Flask-JWT-Extended, token in cookie": lambda tmp: bench_apps.jwt_extended_target(),
     "flask-guardian jwt, app without Flask SECRET_KEY": _guardian("jwt", GUARDIAN_SECRET),

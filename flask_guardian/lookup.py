@@ -75,6 +75,10 @@ class RowReader:
         self._positions: tuple[str, ...] | None = None
         self._listeners: list[StatementListener] = []
         self._lock = threading.Lock()
+        names = list(statement.compile().params)
+        #: The parameter's name when the statement has exactly one (for first_value).
+        self._only = names[0] if len(names) == 1 else ""
+        self._dbapi_error: type[Exception] = Exception
 
     # -- instrumentation -------------------------------------------------------------
 
@@ -89,15 +93,24 @@ class RowReader:
     # -- the read --------------------------------------------------------------------
 
     def first(self, params: dict[str, Any]) -> Any:
-        engine = self._engine
-        if engine is None:  # first use: the reader serves one app, whose engine is fixed
-            engine = self._db.engine
-            self._bind(engine)
+        """The first row for these named parameters, or None."""
+        if self._engine is None:  # first use: the reader serves one app, whose engine is fixed
+            self._bind(self._db.engine)
         if self._sql == "":
             return self._db.session.execute(self._statement, params).first()
-        args: Any = params if self._positions is None else tuple(
-            params[name] for name in self._positions
-        )
+        positions = self._positions
+        return self._run(params if positions is None else tuple(params[n] for n in positions))
+
+    def first_value(self, value: Any) -> Any:
+        """:meth:`first` for a statement with one parameter, given just its value (the hot
+        path: no dictionary to build and take apart)."""
+        if self._engine is None:
+            self._bind(self._db.engine)
+        if self._sql == "" or self._positions is None:
+            return self.first({self._only: value})
+        return self._run((value,))
+
+    def _run(self, args: Any) -> Any:
         if self._listeners:
             for listener in self._listeners:
                 listener(self._sql)
@@ -106,7 +119,7 @@ class RowReader:
             cursor.execute(self._sql, args)
             row = cursor.fetchone()
             cursor.close()
-        except engine.dialect.loaded_dbapi.Error:
+        except self._dbapi_error:
             # A dropped connection (server restart, failover): retry once on a new one.
             self._discard()
             cursor = self._connection().cursor()
@@ -130,6 +143,7 @@ class RowReader:
                     engine.dialect.positional
                 ) else None
                 self._sql = compiled.string
+                self._dbapi_error = engine.dialect.loaded_dbapi.Error
                 event.listen(engine, "engine_disposed", lambda _e: self.close_all())
             self._engine = engine  # last: other threads use the reader once this is set
 

@@ -117,3 +117,27 @@ def test_forked_child_reads_on_its_own_connection(database_url: str) -> None:
     assert client.get("/dashboard").status_code == 200
     with app.app_context():
         app.extensions["sqlalchemy"].engine.dispose()
+
+
+def test_database_strategy_keeps_a_bounded_number_of_rows(
+    database_url: str, monkeypatch: Any
+) -> None:
+    """The database strategy works each registry row out once (the row repeats on every
+    request until a refresh); what it keeps is bounded, and a full cache only costs the
+    work again, never a wrong answer."""
+    from conftest import build_app
+
+    from flask_guardian.strategies import database
+
+    monkeypatch.setattr(database, "_KNOWN_MAX", 2)
+    app = build_app(database_url, "database")
+    strategy = app.extensions["guardian_state"].strategy
+    clients = [app.test_client() for _ in range(3)]
+    for client in clients:
+        sign_in_ok(client)
+    for _ in range(2):
+        for client in clients:
+            assert client.get("/dashboard").text == f"hello {USER[0]}"
+            assert len(strategy._known) <= 2
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()

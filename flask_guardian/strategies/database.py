@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,12 @@ from .base import (
 # secrets.token_urlsafe(32): 43 characters of the URL-safe alphabet. Anything else is
 # refused before it reaches the database.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+#: A registry row worked out: the session, its deadline and refresh time (epoch seconds),
+#: and the address and user agent it was signed in with.
+_Known = tuple[Session, float, float, "str | None", "str | None"]
+#: At most this many rows are kept worked out (one per live session that makes requests).
+_KNOWN_MAX = 4096
 
 
 class DatabaseStrategy(SessionStrategy):
@@ -57,27 +64,24 @@ class DatabaseStrategy(SessionStrategy):
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None))
             .values(last_seen_at=bindparam("now"), expires_at=bindparam("expires"))
         )
-        self._update_age = timedelta(seconds=self.settings.update_age)
         self._idle = timedelta(seconds=self.settings.idle_timeout)
+        self._known: dict[Any, _Known] = {}
 
     def load(self, token: str, request: Request) -> Loaded | None:
         if _TOKEN_RE.fullmatch(token) is None:
             return None  # cannot be a token we issued: no query
-        row = self.reader.first({"token_hash": sha256_hex(token)})
+        row = self.reader.first_value(sha256_hex(token))
         if row is None:
             return None
-        (sid, user_id, created, last_seen, expires, absolute, ip, signed_agent,
-         email, name, role) = row
-        now = utcnow()
-        expires = as_utc(expires)
-        if expires <= now:
+        known = self._known.get(row)
+        if known is None:
+            known = self._remember(row)
+        session, expires_at, refresh_at, ip, signed_agent = known
+        now = time.time()
+        if expires_at <= now:
             return None
-        if now - as_utc(last_seen) >= self._update_age:
-            expires = min(now + self._idle, as_utc(absolute))
-            self.db.session.execute(self._touch, {"sid": sid, "now": now, "expires": expires})
-            self.db.session.commit()
-        session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
-                          as_utc(created))
+        if now >= refresh_at:
+            session = self._refresh(session, row)
         # The raw header equal to the stored (cleaned) one: unchanged, nothing to clean.
         agent_changed = request.environ.get("HTTP_USER_AGENT") != signed_agent and (
             client_agent(request) != signed_agent
@@ -87,6 +91,30 @@ class DatabaseStrategy(SessionStrategy):
         ):
             return None
         return session, None
+
+    def _remember(self, row: Any) -> _Known:
+        """What a registry row means, worked out once: a session's row is the same on
+        every request until its next refresh, so the parsing and the objects are kept
+        (keyed by the whole row, so any change to it is a new entry; bounded)."""
+        (sid, user_id, created, last_seen, expires, _absolute, ip, signed_agent,
+         email, name, role) = row
+        expires = as_utc(expires)
+        session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
+                          as_utc(created))
+        refresh_at = as_utc(last_seen).timestamp() + self.settings.update_age
+        known = (session, expires.timestamp(), refresh_at, ip, signed_agent)
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()
+        self._known[row] = known
+        return known
+
+    def _refresh(self, session: Session, row: Any) -> Session:
+        """Move the idle deadline on (capped by the absolute one): one UPDATE, committed."""
+        now = utcnow()
+        expires = min(now + self._idle, as_utc(row[5]))
+        self.db.session.execute(self._touch, {"sid": session.id, "now": now, "expires": expires})
+        self.db.session.commit()
+        return Session(session.id, session.user, expires, self.name, session.auth_time)
 
     def issue(
         self,

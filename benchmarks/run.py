@@ -70,6 +70,7 @@ class Options:
     postgres_url: str | None
     scale_rows: int
     scale_alternations: int
+    pairs: int
     memory_requests: int
     purge_rows_pg: int
     purge_rows_sqlite: int
@@ -133,6 +134,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         postgres_url=None if args.no_postgres else args.postgres,
         scale_rows=100_000 if quick else 1_000_000,
         scale_alternations=1_000 if quick else 3_000,
+        pairs=7 if quick else 21,
         memory_requests=100_000,
         purge_rows_pg=100_000 if quick else 1_000_000,
         purge_rows_sqlite=20_000 if quick else 100_000,
@@ -395,6 +397,7 @@ def per_request_section(opts: Options, setup: Setup) -> dict[str, Stats]:
     if notes:
         out("\nProblems seen while timing (these rows do not measure what they claim):")
         out("\n".join(notes))
+    paired_table(opts, rows, stats)
     samples = [(r.target.name, r.queries) for r in rows if r.queries is not None]
     out("\nStatements seen in the counting pass (first few distinct ones per target):\n")
     for name, counter in samples:
@@ -404,6 +407,62 @@ def per_request_section(opts: Options, setup: Setup) -> dict[str, Stats]:
             out(f"  - `{' '.join(statement.split())[:220]}`")
     out()
     return {s.name: s for s in stats}
+
+
+#: The rows the SPEC's ratios are about, timed again in pairs with the bare route.
+PAIRED_ROWS = (
+    bench_apps.BARE_KEYED,
+    "floor: read cookie via request.cookies",
+    "floor: raw sqlite3 lookup, thread-local conn",
+    "Flask-Login + SQLAlchemy loader, SQLite",
+    "Flask-JWT-Extended, token in cookie",
+    "flask-guardian jwt (SQLite registry)",
+    "flask-guardian database, SQLite",
+    "flask-guardian jwt, app without Flask SECRET_KEY",
+    "flask-guardian database SQLite, app without Flask SECRET_KEY",
+)
+
+
+def paired_table(opts: Options, rows: Sequence[Row], stats: Sequence[Stats]) -> None:
+    """The ratios again, each from batches of the target and of the bare route run back to
+    back: a drift in the machine's speed between the batches of a round cancels out."""
+    by_name = {r.target.name: (r.target, s) for r, s in zip(rows, stats, strict=True)}
+    if bench_apps.BARE not in by_name:
+        return
+    bare, bare_stats = by_name[bench_apps.BARE]
+    pairs = opts.pairs
+    log(f"pairing {len(PAIRED_ROWS)} targets with the bare route, {pairs} pairs each")
+    table = []
+    for name in PAIRED_ROWS:
+        if name not in by_name:
+            continue
+        target, target_stats = by_name[name]
+        ratios = []
+        for i in range(pairs):
+            # Alternate which runs first: the second batch of a pair may inherit caches.
+            first, second = (bare, target) if i % 2 == 0 else (target, bare)
+            a = run_batch(first, _pair_size(first, bare_stats, target_stats, opts))
+            b = run_batch(second, _pair_size(second, bare_stats, target_stats, opts))
+            bare_us, target_us = (a, b) if first is bare else (b, a)
+            ratios.append(target_us.us_per_request / bare_us.us_per_request)
+        q1, q3 = quartiles(ratios)
+        table.append([name, fmt_ratio(statistics.median(ratios)), f"{q1:.2f}-{q3:.2f}",
+                      fmt_ratio(min(ratios))])
+    out(
+        f"\n### The same ratios, paired\n\n"
+        f"Each row again, as {pairs} pairs of batches (the target's and the bare route's, "
+        f"about {opts.batch_seconds * 1000 / 3:.0f} ms each, run back to back, the order "
+        f"alternating): the ratio of each pair, then their median. A slow drift of the "
+        f"machine's speed, which on a shared virtual machine can exceed the differences "
+        f"measured here, hits both batches of a pair alike.\n"
+    )
+    out(markdown_table(["target", "x bare (paired median)", "IQR", "lowest pair"], table))
+
+
+def _pair_size(target: Target, bare: Stats, other: Stats, opts: Options) -> int:
+    """A third of the round's batch size: pairs are many and short."""
+    stats = bare if target.name == bench_apps.BARE else other
+    return max(20, stats.requests // 3)
 
 
 def quartiles(values: Sequence[float]) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """Per-request cost of flask-guardian next to bare Flask, Flask-Login and Flask-JWT-Extended.
 
     python benchmarks/run.py [--quick] [--postgres URL] [--no-postgres] [--profile]
+    python benchmarks/run.py --only instructions     # instructions per request (callgrind)
 
 Everything runs in this one process, through ``app.wsgi_app(environ, start_response)``
 with a prebuilt environ copied per request (see benchmarks/README.md for the method).

@@ -32,18 +32,6 @@ StatementListener = Callable[[str], None]
 
 _PARSED: dict[str, datetime] = {}
 
-#: Bumped in the child after a fork: a connection opened before it belongs to the parent.
-#: Compared on every read instead of ``os.getpid()``, which is a system call each time.
-_generation = 0
-
-
-def _forked() -> None:
-    global _generation
-    _generation += 1
-
-
-os.register_at_fork(after_in_child=_forked)
-
 
 def as_utc(value: Any) -> datetime:
     """A DBAPI datetime value (SQLite gives ISO strings) as an aware UTC datetime.
@@ -104,6 +92,8 @@ class RowReader:
     def first_value(self, value: Any) -> Any:
         """:meth:`first` for a statement with one parameter, given just its value (the hot
         path: no dictionary to build and take apart)."""
+        if not self._only:
+            raise TypeError("first_value() needs a statement with exactly one parameter")
         if self._engine is None:
             self._bind(self._db.engine)
         if self._sql == "" or self._positions is None:
@@ -150,7 +140,10 @@ class RowReader:
     def _connection(self) -> Any:
         local = self._local
         held = getattr(local, "held", None)
-        if held is not None and held.generation == _generation:
+        # The process id, not an os.register_at_fork hook: a server that forks in C
+        # (uWSGI by default) runs no Python fork hooks, and a child must never use its
+        # parent's connection. It costs one getpid() system call per request.
+        if held is not None and held.pid == os.getpid():
             return held.conn
         assert self._engine is not None
         proxied = self._engine.raw_connection()
@@ -179,12 +172,11 @@ class _Held:
     """A DBAPI connection owned by one thread. The thread-local holds the only strong
     reference: when the thread ends, the connection is closed with it."""
 
-    __slots__ = ("__weakref__", "conn", "generation", "pid")
+    __slots__ = ("__weakref__", "conn", "pid")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.pid = os.getpid()
-        self.generation = _generation
 
     def close(self) -> None:
         if self.conn is not None and self.pid == os.getpid():  # never a parent's socket

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import time_machine
 from conftest import QueryCounter
 from flask import Flask
@@ -82,10 +83,12 @@ def test_signed_in_request_never_parses_all_cookies(make_app: Any) -> None:
         assert response.text == "untouched"
 
 
-def test_forked_child_reads_on_its_own_connection(database_url: str) -> None:
+@pytest.mark.parametrize("fork", ["os.fork", "C fork"])
+def test_forked_child_reads_on_its_own_connection(database_url: str, fork: str) -> None:
     """The database strategy's per-thread read connection is never shared with a forked
-    child (a pre-forking server): the child opens its own, without a ``getpid()`` system
-    call on every request to notice the fork."""
+    child (a pre-forking server), also when the fork happens in C and Python's fork hooks
+    never run (uWSGI by default): the child opens its own."""
+    import ctypes
     import os
 
     from conftest import build_app
@@ -97,7 +100,7 @@ def test_forked_child_reads_on_its_own_connection(database_url: str) -> None:
     assert client.get("/dashboard").status_code == 200
     parent_connection = reader._connection()
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    pid = os.fork() if fork == "os.fork" else ctypes.CDLL(None).fork()
     if pid == 0:  # the child: report, never return into pytest
         code = 1
         try:

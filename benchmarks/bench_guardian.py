@@ -18,6 +18,13 @@ EMAIL = "a@example.com"
 PASSWORD = "a-long-password-123"
 BODY = "ok"
 
+#: An app without Flask's SECRET_KEY (flask-guardian gets its own): Flask then does not
+#: open its cookie session on every request.
+NO_FLASK_KEY: dict[str, Any] = {
+    "SECRET_KEY": None,
+    "GUARDIAN_SECRET_KEY": "guardian-benchmark-secret-" + "k" * 32,
+}
+
 #: OWASP's argon2id minimum, the guardian defaults; set explicitly so the report names them.
 ARGON2 = {
     "GUARDIAN_ARGON2_MEMORY_COST": 19456,

@@ -18,12 +18,9 @@ from pathlib import Path
 
 import bench_apps
 import bench_guardian
+from bench_guardian import NO_FLASK_KEY
 from bench_harness import Target, run_batch
 
-GUARDIAN_SECRET: dict[str, object] = {
-    "SECRET_KEY": None,
-    "GUARDIAN_SECRET_KEY": "guardian-benchmark-secret-" + "k" * 32,
-}
 #: A cookie of the shape the guardian database strategy issues, for the bare rows.
 COOKIE = "guardian=" + "A" * 43
 
@@ -58,9 +55,9 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     ),
     "Flask-Login + SQLAlchemy loader, SQLite": _flask_login,
     "Flask-JWT-Extended, token in cookie": lambda tmp: bench_apps.jwt_extended_target(),
-    "flask-guardian jwt, app without Flask SECRET_KEY": _guardian("jwt", GUARDIAN_SECRET),
+    "flask-guardian jwt, app without Flask SECRET_KEY": _guardian("jwt", NO_FLASK_KEY),
     "flask-guardian database SQLite, app without Flask SECRET_KEY": _guardian(
-        "database", GUARDIAN_SECRET
+        "database", NO_FLASK_KEY
     ),
     "flask-guardian jwt (SQLite registry)": _guardian("jwt", {}),
     "flask-guardian database, SQLite": _guardian("database", {}),

@@ -39,6 +39,7 @@ import bench_apps
 import bench_guardian
 import bench_one
 import bench_pg
+from bench_guardian import NO_FLASK_KEY
 from bench_harness import (
     QueryCount,
     Stats,
@@ -257,12 +258,6 @@ def build(opts: Options, tmp: Path) -> Setup:
     return Setup(rows, apps, pg, pg_reason, guardian_reason, failures)
 
 
-NO_FLASK_KEY: dict[str, Any] = {
-    "SECRET_KEY": None,
-    "GUARDIAN_SECRET_KEY": "guardian-benchmark-secret-" + "k" * 32,
-}
-
-
 def build_guardian_apps(
     tmp: Path, pg: bench_pg.Postgres | None, failures: list[str]
 ) -> dict[str, bench_guardian.GuardianApp]:
@@ -438,12 +433,15 @@ def paired_table(opts: Options, rows: Sequence[Row], stats: Sequence[Stats]) -> 
         if name not in by_name:
             continue
         target, target_stats = by_name[name]
+        # A third of a round's batch each: pairs are many and short.
+        size = {bare.name: max(20, bare_stats.requests // 3),
+                target.name: max(20, target_stats.requests // 3)}
         ratios = []
         for i in range(pairs):
             # Alternate which runs first: the second batch of a pair may inherit caches.
             first, second = (bare, target) if i % 2 == 0 else (target, bare)
-            a = run_batch(first, _pair_size(first, bare_stats, target_stats, opts))
-            b = run_batch(second, _pair_size(second, bare_stats, target_stats, opts))
+            a = run_batch(first, size[first.name])
+            b = run_batch(second, size[second.name])
             bare_us, target_us = (a, b) if first is bare else (b, a)
             ratios.append(target_us.us_per_request / bare_us.us_per_request)
         q1, q3 = quartiles(ratios)
@@ -458,12 +456,6 @@ def paired_table(opts: Options, rows: Sequence[Row], stats: Sequence[Stats]) -> 
         f"measured here, hits both batches of a pair alike.\n"
     )
     out(markdown_table(["target", "x bare (paired median)", "IQR", "lowest pair"], table))
-
-
-def _pair_size(target: Target, bare: Stats, other: Stats, opts: Options) -> int:
-    """A third of the round's batch size: pairs are many and short."""
-    stats = bare if target.name == bench_apps.BARE else other
-    return max(20, stats.requests // 3)
 
 
 def quartiles(values: Sequence[float]) -> tuple[float, float]:

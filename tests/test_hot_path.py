@@ -3,14 +3,19 @@ steady state, hash computations per sign-in, nothing for static files."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
-from conftest import QueryCounter
-from flask import Flask
+from conftest import QueryCounter, build_app
+from flask import Flask, request
 from helpers import USER, sign_in, sign_in_ok
+
+from flask_guardian import login_required
+from flask_guardian.strategies import database
 
 
 def test_steady_state_is_one_read_per_request_and_no_write(app: Flask, strategy: str) -> None:
@@ -62,10 +67,6 @@ def test_signed_in_request_never_parses_all_cookies(make_app: Any) -> None:
     """The session cookie is read from the raw header: ``request.cookies`` (which walks the
     whole environ and parses every cookie) is left to the app. Flask's own session would
     parse them, so the app here has only ``GUARDIAN_SECRET_KEY``."""
-    from flask import request
-
-    from flask_guardian import login_required
-
     app = make_app(SECRET_KEY=None, GUARDIAN_SECRET_KEY="k" * 32)
 
     @app.get("/probe")
@@ -88,11 +89,6 @@ def test_forked_child_reads_on_its_own_connection(database_url: str, fork: str) 
     """The database strategy's per-thread read connection is never shared with a forked
     child (a pre-forking server), also when the fork happens in C and Python's fork hooks
     never run (uWSGI by default): the child opens its own."""
-    import ctypes
-    import os
-
-    from conftest import build_app
-
     app = build_app(database_url, "database")
     reader = app.extensions["guardian_state"].strategy.reader
     client = app.test_client()
@@ -128,10 +124,6 @@ def test_database_strategy_keeps_a_bounded_number_of_rows(
     """The database strategy works each registry row out once (the row repeats on every
     request until a refresh); what it keeps is bounded, and a full cache only costs the
     work again, never a wrong answer."""
-    from conftest import build_app
-
-    from flask_guardian.strategies import database
-
     monkeypatch.setattr(database, "_KNOWN_MAX", 2)
     app = build_app(database_url, "database")
     strategy = app.extensions["guardian_state"].strategy

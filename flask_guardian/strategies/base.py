@@ -150,7 +150,10 @@ class SessionStrategy(ABC):
     def read_token(self, request: Request) -> str | None:
         """The credential the request carries, or None. Oversized or non-ASCII values are
         dropped here, before any parsing or query."""
-        token = read_cookie(request.environ, self._cookie_name)
+        return self._cookie_token(request.environ)
+
+    def _cookie_token(self, environ: Any) -> str | None:
+        token = read_cookie(environ, self._cookie_name)
         if token is None or len(token) > self._token_max_length or not token.isascii():
             return None
         return token

@@ -24,7 +24,6 @@ import jwt
 from flask import Request
 from sqlalchemy import bindparam, select, update
 
-from ..cookies import read_cookie
 from ..models import utcnow
 from ..session import Session, SessionUser
 from .base import (
@@ -124,10 +123,7 @@ class JWTStrategy(SessionStrategy):
                 if len(token) > self._token_max_length or not token.isascii():
                     return None
                 return token or None
-        cookie = read_cookie(environ, self._cookie_name)  # as the base class, inlined
-        if cookie is None or len(cookie) > self._token_max_length or not cookie.isascii():
-            return None
-        return cookie
+        return self._cookie_token(environ)
 
     def load(self, token: str, request: Request) -> Loaded | None:
         entry = self._cache.get(token)

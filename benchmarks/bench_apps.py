@@ -10,6 +10,7 @@ import hashlib
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,6 @@ def sqlite_floor_target(path: Path) -> Target:
         conn.execute("INSERT INTO floor_session VALUES (1, ?, 1, 4102444800.0)", (digest,))
     conn.close()
     local = threading.local()
-    query = _FLOOR_QUERY.format(p="?")
 
     def connection() -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
@@ -106,21 +106,7 @@ def sqlite_floor_target(path: Path) -> Target:
             conn = local.conn = sqlite3.connect(path, check_same_thread=True)
         return conn
 
-    app = Flask("bench_sqlite_floor")
-
-    @app.get("/raw")
-    def raw() -> str:
-        value = request.cookies.get("floor", "")
-        row = connection().execute(query, (hashlib.sha256(value.encode()).hexdigest(),)).fetchone()
-        if row is None:
-            return "anonymous"
-        return BODY
-
-    return Target(
-        "floor: raw sqlite3 lookup, thread-local conn",
-        app,
-        build_environ("/raw", cookie=f"floor={token}"),
-    )
+    return _floor_target("sqlite3", connection, _FLOOR_QUERY.format(p="?"), token)
 
 
 def postgres_floor_target(conninfo: str, schema: str) -> Target:
@@ -137,7 +123,6 @@ def postgres_floor_target(conninfo: str, schema: str) -> Target:
         conn.execute("INSERT INTO floor_user VALUES (1, 'a@example.com')")
         conn.execute("INSERT INTO floor_session VALUES (1, %s, 1, 4102444800.0)", (digest,))
     local = threading.local()
-    query = _FLOOR_QUERY.format(p="%s")
 
     def connection() -> Any:
         conn = getattr(local, "conn", None)
@@ -145,7 +130,12 @@ def postgres_floor_target(conninfo: str, schema: str) -> Target:
             conn = local.conn = psycopg.connect(conninfo, options=options, autocommit=True)
         return conn
 
-    app = Flask("bench_pg_floor")
+    return _floor_target("psycopg", connection, _FLOOR_QUERY.format(p="%s"), token)
+
+
+def _floor_target(driver: str, connection: Callable[[], Any], query: str, token: str) -> Target:
+    """The floor app: read the cookie, hash it, one SELECT on the thread's connection."""
+    app = Flask(f"bench_{driver}_floor")
 
     @app.get("/raw")
     def raw() -> str:
@@ -156,7 +146,7 @@ def postgres_floor_target(conninfo: str, schema: str) -> Target:
         return BODY
 
     return Target(
-        "floor: raw psycopg lookup, thread-local conn",
+        f"floor: raw {driver} lookup, thread-local conn",
         app,
         build_environ("/raw", cookie=f"floor={token}"),
     )

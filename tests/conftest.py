@@ -8,7 +8,9 @@ where it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -18,6 +20,7 @@ import pytest
 from flask import Flask, g, jsonify
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
 
 from flask_guardian import Guardian, login_required, roles_required
 
@@ -26,7 +29,10 @@ DATABASES = [
     d.strip() for d in os.environ.get("GUARDIAN_TEST_DATABASES", "sqlite,postgresql,mariadb")
     .split(",") if d.strip()
 ]
-SERVER_URLS = {
+#: Where the servers are (an admin connection); each test run works in a database of its
+#: own on them (``run_database_url``), so two runs sharing a server never drop each
+#: other's tables.
+ADMIN_URLS = {
     "postgresql": os.environ.get(
         "GUARDIAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     ),
@@ -34,6 +40,15 @@ SERVER_URLS = {
         "GUARDIAN_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
     ),
 }
+#: This run's own database name on each server (pid plus random: unique per run).
+RUN_DATABASE = f"guardian_t{os.getpid()}_{secrets.token_hex(4)}"
+_created: set[str] = set()
+
+
+def run_database_url(name: str) -> str:
+    """The URL of this run's own database on server ``name``."""
+    return str(make_url(ADMIN_URLS[name]).set(database=RUN_DATABASE))
+
 
 ADMIN = ("admin@example.com", "admin-password-123")
 USER = ("user@example.com", "user-password-123")
@@ -53,15 +68,26 @@ BASE_CONFIG: dict[str, Any] = {
 
 @cache
 def server_problem(name: str) -> str | None:
-    """None when the server answers, else why not."""
+    """None when the server answers (and this run's database exists on it), else why not."""
     try:
-        engine = create_engine(SERVER_URLS[name])
+        engine = create_engine(ADMIN_URLS[name], isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            conn.execute(text(f"CREATE DATABASE {RUN_DATABASE}"))
+        _created.add(name)
         engine.dispose()
     except Exception as exc:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     return None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this run's databases (another run's are never touched)."""
+    for name in sorted(_created):
+        engine = create_engine(ADMIN_URLS[name], isolation_level="AUTOCOMMIT")
+        force = " WITH (FORCE)" if name == "postgresql" else ""
+        with contextlib.suppress(Exception), engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {RUN_DATABASE}{force}"))
+        engine.dispose()
 
 
 def reset_database(url: str) -> None:
@@ -84,11 +110,11 @@ def require_server(name: str) -> str:
     """The URL of a reachable server, or skip (fail on CI) with the reason."""
     problem = server_problem(name)
     if problem is not None:
-        message = f"{name} server not reachable at {SERVER_URLS[name]}: {problem}"
+        message = f"{name} server not usable at {ADMIN_URLS[name]}: {problem}"
         if ON_CI:
             pytest.fail("CI=true requires it: " + message)
         pytest.skip(message)
-    return SERVER_URLS[name]
+    return run_database_url(name)
 
 
 @pytest.fixture(params=DATABASES)

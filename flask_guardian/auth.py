@@ -7,6 +7,7 @@ Every state change commits the application's ``db.session``.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from . import signals
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
-from .strategies.base import RequestInfo, ip_network, is_session_id
+from .strategies.base import RequestInfo, is_session_id, throttle_key
 
 if TYPE_CHECKING:
     from .extension import AppState
@@ -35,6 +36,8 @@ class SignInResult:
     error: str | None
     session: Session | None
     redirect_url: str
+    #: With ``"too_many_attempts"``: seconds until the lock ends (the ``Retry-After``).
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +129,18 @@ def sign_in(
     # Keyed by a digest: any string a client sends fits the column (no NUL reaches the
     # database) and the table holds no email addresses.
     email_key = "email:" + hashlib.sha256(normalized.encode("utf-8", "replace")).hexdigest()
-    # One IPv6 host holds a whole /64: count the network, or the limit never bites.
-    ip_key = "ip:" + ((ip_network(ip) or ip) if ":" in ip else ip)
+    ip_key = throttle_key(ip)
 
     attempts = state.throttle.hit(db_session, email_key)
     from_ip = state.throttle.hit(db_session, ip_key)
     db_session.commit()  # counted before any password is checked
-    if attempts > settings.max_login_attempts or from_ip > settings.ip_max_login_attempts:
+    locked = [a.window_ends for a, limit in ((attempts, settings.max_login_attempts),
+                                             (from_ip, settings.ip_max_login_attempts))
+              if a.failures > limit]
+    if locked:
         signals.sign_in_failed.send(_app(), email=normalized, reason="too_many_attempts", ip=ip)
-        return SignInResult(False, "too_many_attempts", None, target)
+        wait = math.ceil((max(locked) - utcnow()).total_seconds())
+        return SignInResult(False, "too_many_attempts", None, target, max(wait, 1))
 
     user, reason = authenticate(state, email, password)
     if user is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from passlib.context import CryptContext
 from sqlalchemy import case, delete, literal, select, update
@@ -79,6 +79,13 @@ class PasswordHasher:
         self.context.verify(password, self._dummy_hash)
 
 
+class Attempts(NamedTuple):
+    """The attempts counted for one key in its current window, and when it ends."""
+
+    failures: int
+    window_ends: datetime
+
+
 class LoginThrottle:
     """Counts sign-in attempts per key in the database, in a fixed window of
     ``GUARDIAN_LOCKOUT_DURATION`` seconds.
@@ -92,18 +99,17 @@ class LoginThrottle:
         self.window = timedelta(seconds=settings.lockout_duration)
         self.table = models.login_attempt.__table__
 
-    def hit(self, db_session: Any, key: str) -> int:
+    def hit(self, db_session: Any, key: str) -> Attempts:
         """Count one attempt for ``key`` and return the attempts in the current window,
-        this one included. The increment is done in SQL (and the row stays locked until
-        the caller commits), so concurrent processes neither lose nor share counts."""
+        this one included, and when that window ends. The increment is done in SQL (and
+        the row stays locked until the caller commits), so concurrent processes neither
+        lose nor share counts."""
         now = utcnow()
-        table = self.table
         upsert = self._upsert(db_session, key, now)
         if upsert is not None:
             db_session.execute(upsert)
-            return int(
-                db_session.execute(select(table.c.failures).where(table.c.key == key)).scalar_one()
-            )
+            return self._count(db_session, key)
+        table = self.table
         for _ in range(3):
             restarted = db_session.execute(
                 update(table)
@@ -114,20 +120,23 @@ class LoginThrottle:
                 update(table).where(table.c.key == key).values(failures=table.c.failures + 1)
             ).rowcount
             if counted:
-                return int(
-                    db_session.execute(
-                        select(table.c.failures).where(table.c.key == key)
-                    ).scalar_one()
-                )
+                return self._count(db_session, key)
             try:
                 with db_session.begin_nested():
                     db_session.execute(
                         table.insert().values(key=key, failures=1, window_started_at=now)
                     )
-                return 1
+                return Attempts(1, now + self.window)
             except IntegrityError:
                 continue  # another process inserted it first: count on its row
         raise RuntimeError(f"could not count a sign-in attempt for {key!r}")
+
+    def _count(self, db_session: Any, key: str) -> Attempts:
+        table = self.table
+        failures, started = db_session.execute(
+            select(table.c.failures, table.c.window_started_at).where(table.c.key == key)
+        ).one()
+        return Attempts(int(failures), started + self.window)
 
     def _upsert(self, db_session: Any, key: str, now: datetime) -> Any:
         """One atomic INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE that counts an

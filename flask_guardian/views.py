@@ -4,6 +4,7 @@ public functions and pick HTML or JSON; errors are raised as types and rendered 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -93,6 +94,8 @@ def signin() -> Any:
     redirect_url = _field(data, "redirectUrl", required=False)
     result = sign_in("credentials", email=email, password=password, redirect_url=redirect_url)
     status = 429 if result.error == "too_many_attempts" else 401
+    # RFC 9110: a 429 says when to come back.
+    headers = {"Retry-After": str(result.retry_after)} if result.retry_after else {}
     if wants_json():
         if result.ok and result.session is not None:
             return jsonify(
@@ -101,20 +104,22 @@ def signin() -> Any:
                 session=result.session.to_dict(),
                 csrfToken=get_state().csrf.token(),
             )
-        return jsonify(ok=False, error=result.error), status
+        return jsonify(ok=False, error=result.error), status, headers
     if result.ok:
         return redirect(result.redirect_url, 303)
-    message = (
-        "Too many failed attempts. Wait a few minutes and try again."
-        if result.error == "too_many_attempts"
-        else "The email or password is incorrect."
-    )
+    if result.retry_after:
+        minutes = math.ceil(result.retry_after / 60)
+        wait = f"{minutes} minute{'s' if minutes != 1 else ''}"
+        message = f"Too many failed attempts. Try again in {wait}."
+    else:
+        message = "The email or password is incorrect."
     return (
         render_template(
             "guardian/signin.html", redirect_url=result.redirect_url, error=message,
             email=email if email and len(email) <= 320 else "",
         ),
         status,
+        headers,
     )
 
 

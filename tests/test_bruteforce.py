@@ -296,3 +296,52 @@ def test_ipv6_limit_counts_the_whole_slash_64(make_app: AppFactory) -> None:
                        ip=f"2001:db8::{n}").status_code == 401
     assert attempt(client, *USER, ip="2001:db8::ff").status_code == 429
     assert attempt(client, *USER, ip="2001:db8:0:1::1").status_code == 200  # another /64
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        # IPv4 clients seen through a dual-stack socket ([::]): each is its own address.
+        ("::ffff:203.0.113.7", "::ffff:198.51.100.2"),
+        # Loopback is not the /64 of anything else.
+        ("::1", "::ffff:203.0.113.7"),
+    ],
+)
+def test_ipv4_clients_on_a_dual_stack_socket_are_counted_apart(
+    make_app: AppFactory, first: str, second: str
+) -> None:
+    """Behind ``gunicorn -b [::]:80`` every IPv4 client arrives as ``::ffff:a.b.c.d``: one
+    noisy host must not lock sign-in for every other one."""
+    app = make_app(GUARDIAN_IP_MAX_LOGIN_ATTEMPTS=3, GUARDIAN_MAX_LOGIN_ATTEMPTS=100)
+    client = app.test_client()
+    for n in range(3):
+        assert attempt(client, f"guess{n}@example.com", WRONG, ip=first).status_code == 401
+    assert attempt(client, *USER, ip=first).status_code == 429
+    assert attempt(client, *USER, ip=second).status_code == 200
+
+
+def test_an_ipv4_mapped_address_counts_as_its_ipv4_address(make_app: AppFactory) -> None:
+    """The same IPv4 client over IPv4 and through a dual-stack socket is one counter."""
+    app = make_app(GUARDIAN_IP_MAX_LOGIN_ATTEMPTS=3, GUARDIAN_MAX_LOGIN_ATTEMPTS=100)
+    client = app.test_client()
+    attempt(client, "guess0@example.com", WRONG, ip="203.0.113.7")
+    attempt(client, "guess1@example.com", WRONG, ip="::ffff:203.0.113.7")
+    attempt(client, "guess2@example.com", WRONG, ip="203.0.113.7")
+    assert attempt(client, *USER, ip="::ffff:203.0.113.7").status_code == 429
+
+
+def test_lockout_answers_carry_retry_after(make_app: AppFactory) -> None:
+    """A 429 says when to come back (RFC 9110 Retry-After, in seconds) and the page says how
+    long to wait."""
+    app = make_app(**LIMITS)
+    client = app.test_client()
+    with time_machine.travel(T0, tick=False) as clock:
+        fail(client, USER[0], MAX_ATTEMPTS)
+        clock.move_to(T0 + timedelta(seconds=100))
+        response = attempt(client, *USER)
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == str(LOCKOUT - 100)
+        form = attempt(client, *USER, json=False)
+        assert form.status_code == 429
+        assert form.headers["Retry-After"] == str(LOCKOUT - 100)
+        assert "Try again in 9 minutes" in form.get_data(as_text=True)

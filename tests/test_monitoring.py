@@ -282,3 +282,25 @@ def test_suspicious_session_signal_names_the_configured_action(
     with received(signals.suspicious_session, app) as calls:
         signed_in(client, HTTP_USER_AGENT=OTHER_AGENT)
     assert [c["action"] for c in calls] == [suspicious_action]
+
+
+def test_first_use_of_a_stolen_token_in_a_process_is_compared_by_network(
+    make_app: AppFactory, strategy: str
+) -> None:
+    """With IP-network monitoring and "revoke", a credential copied with its User-Agent and
+    replayed from another network is refused on its very first use in a process (a jwt
+    process that has not seen the token yet included)."""
+    app = make_app(GUARDIAN_MONITOR_IP_NETWORK=True, GUARDIAN_ON_SUSPICIOUS_SESSION="revoke")
+    victim = browser(app)
+    response = sign_in(victim, *USER, json=True)
+    assert response.status_code == 200
+    stolen = victim.get_cookie(app.extensions["guardian_state"].settings.cookie_name).value
+    # A second app process on the same database has never seen this credential.
+    other = make_app(GUARDIAN_MONITOR_IP_NETWORK=True, GUARDIAN_ON_SUSPICIOUS_SESSION="revoke")
+    thief = other.test_client()
+    thief.environ_base.update(HTTP_USER_AGENT=FIRST_AGENT, REMOTE_ADDR="203.0.113.99")
+    name = other.extensions["guardian_state"].settings.cookie_name
+    thief.set_cookie(name, stolen)
+    with received(signals.suspicious_session, other) as calls:
+        assert thief.get("/auth/session").get_json() is None
+    assert [c["reasons"] for c in calls] == [["ip_network"]]

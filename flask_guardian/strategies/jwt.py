@@ -146,14 +146,15 @@ class JWTStrategy(SessionStrategy):
         ):
             return self._refresh(session, request, token, entry)
         agent = request.environ.get("HTTP_USER_AGENT")
-        if agent != entry.agent:
-            changed = agent_digest(client_agent(request)) != entry.uah
-            if not changed:
+        agent_changed = False
+        if agent != entry.agent:  # first use in this process, or another client
+            agent_changed = agent_digest(client_agent(request)) != entry.uah
+            if not agent_changed:
                 entry.agent = agent
-            elif not self.check_client(session, request, True, entry.ipn):
-                return None
-        elif self.settings.monitor_ip_network and not self.check_client(
-            session, request, False, entry.ipn
+        # The network is compared on every use, the first one in this process included:
+        # a stolen token with a copied User-Agent is checked like any other request.
+        if (agent_changed or self.settings.monitor_ip_network) and not self.check_client(
+            session, request, agent_changed, entry.ipn
         ):
             return None
         return session, None

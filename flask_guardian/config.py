@@ -65,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
     "GUARDIAN_JWT_REVOCATION_INTERVAL": 5,
     "GUARDIAN_JWT_CACHE_SIZE": 4096,
     "GUARDIAN_TOKEN_MAX_LENGTH": 4096,
+    # Guardian's own pages may not be framed (clickjacking of the "End session" buttons,
+    # OWASP Clickjacking cheat sheet): "DENY", "SAMEORIGIN", or None to send nothing.
+    "GUARDIAN_FRAME_OPTIONS": "DENY",
 }
 
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -128,6 +131,8 @@ class Settings:
     jwt_revocation_interval: float
     jwt_cache_size: int
     token_max_length: int
+    #: ``(X-Frame-Options, Content-Security-Policy)`` for guardian's pages, or None.
+    frame_headers: tuple[str, str] | None
 
 
 def _get(config: Mapping[str, Any], key: str) -> Any:
@@ -438,4 +443,16 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_revocation_interval=float(interval),
         jwt_cache_size=_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
         token_max_length=_int(config, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
+        frame_headers=_frame_headers(config),
     )
+
+
+def _frame_headers(config: Mapping[str, Any]) -> tuple[str, str] | None:
+    key = "GUARDIAN_FRAME_OPTIONS"
+    value = _get(config, key)
+    if value is None:
+        return None
+    ancestors = {"DENY": "'none'", "SAMEORIGIN": "'self'"}
+    if value not in ancestors:
+        raise ConfigurationError(key, f"expected 'DENY', 'SAMEORIGIN' or None, got {value!r}")
+    return value, f"frame-ancestors {ancestors[value]}"

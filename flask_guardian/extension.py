@@ -28,6 +28,7 @@ from .csrf import CSRFProtect
 from .errors import AuthError, ConfigurationError
 from .models import Models, build_models
 from .protection import check_access, match_rule
+from .redirects import current_path
 from .session import Session
 from .strategies.base import BEARER_MARK, SessionInfo, SessionStrategy
 
@@ -120,6 +121,7 @@ class Guardian:
 
         app.jinja_env.globals["guardian_csrf_token"] = state.csrf.token
         app.jinja_env.globals["guardian_csrf_field"] = state.csrf.field
+        app.jinja_env.globals["guardian_current_path"] = current_path
 
         from .cli import guardian_cli
 

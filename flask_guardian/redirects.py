@@ -3,7 +3,9 @@ Unvalidated Redirects cheat sheet). Everything else falls back to the default.""
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
+
+from flask import request
 
 MAX_REDIRECT_LENGTH = 2048
 
@@ -31,3 +33,13 @@ def safe_redirect(value: object, default: str) -> str:
     if not _is_local_path(value) or not _is_local_path(unquote(value)):
         return default
     return value
+
+
+def current_path() -> str:
+    """The path and query of the current request, to come back to after signing in. Not
+    ``request.full_path``: it decodes the query strictly, and a PEP 3333 server (uWSGI,
+    mod_wsgi) may pass bytes that are not UTF-8; those are percent-encoded here."""
+    query = request.query_string
+    if not query:
+        return request.path
+    return request.path + "?" + quote(query, safe="/?:@&=+$,;%!~*'()")

@@ -14,7 +14,7 @@ from .auth import revoke, revoke_user, sign_in, sign_out
 from .errors import AuthError, BadRequest, NotFound, Unauthorized
 from .extension import get_state
 from .protection import login_required
-from .redirects import safe_redirect
+from .redirects import current_path, safe_redirect
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
 
@@ -64,8 +64,7 @@ def render_error(error: AuthError) -> Any:
         return jsonify(body), error.status_code
     if isinstance(error, Unauthorized):
         state = get_state()
-        path = request.full_path if request.query_string else request.path
-        target = safe_redirect(path, state.settings.default_redirect)
+        target = safe_redirect(current_path(), state.settings.default_redirect)
         return redirect(
             url_for("guardian.signin_page") + "?" + urlencode({"redirectUrl": target}), 303
         )
@@ -73,15 +72,24 @@ def render_error(error: AuthError) -> Any:
 
 
 @blueprint.after_request
-def _no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
+def _guardian_headers(response: Response) -> Response:
+    headers = response.headers
+    headers["Cache-Control"] = "no-store"
+    frame = get_state().settings.frame_headers
+    if frame is not None:  # an app's own framing policy wins
+        headers.setdefault("X-Frame-Options", frame[0])
+        headers.setdefault("Content-Security-Policy", frame[1])
     return response
 
 
 @blueprint.get("/signin")
 def signin_page() -> Any:
     state = get_state()
-    target = safe_redirect(request.args.get("redirectUrl"), state.settings.default_redirect)
+    try:
+        asked = request.args.get("redirectUrl")
+    except UnicodeDecodeError:  # Werkzeug decodes the query strictly: not ours to guess
+        asked = None
+    target = safe_redirect(asked, state.settings.default_redirect)
     return render_template("guardian/signin.html", redirect_url=target, error=None, email="")
 
 

@@ -138,3 +138,24 @@ def test_lone_surrogate_password_is_a_plain_refusal(client: Any, email: str) -> 
                            headers={"Content-Type": "application/json"})
     assert response.status_code == 401
     assert response.get_json() == {"ok": False, "error": "invalid_credentials"}
+
+
+RAW_QUERY = "redirectUrl=/x\xff\xfe&next=%ff&\xe9=1"  # PEP 3333: bytes as latin-1 text
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/dashboard", "/admin", "/api/me", "/auth/signin", "/auth/sessions", "/auth/session",
+     "/auth/csrf", "/auth/signout", "/"],
+)
+def test_raw_non_utf8_bytes_in_the_query_string_are_never_a_500(
+    client: Any, path: str
+) -> None:
+    """uWSGI and mod_wsgi may pass undecodable bytes in QUERY_STRING; building the sign-in
+    redirect from them must not raise."""
+    response = client.get(path, environ_overrides={"QUERY_STRING": RAW_QUERY})
+    assert response.status_code in (200, 303, 400, 401)
+    if response.status_code == 303:
+        assert response.headers["Location"].startswith("/auth/signin?redirectUrl=")
+    posted = client.post(path, environ_overrides={"QUERY_STRING": RAW_QUERY})
+    assert posted.status_code < 500

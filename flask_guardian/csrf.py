@@ -1,10 +1,13 @@
-"""CSRF tokens: the signed double-submit pattern (OWASP CSRF cheat sheet).
+"""CSRF tokens (OWASP CSRF cheat sheet).
 
-A random seed lives in an HttpOnly cookie (``<cookie name>-csrf``, same attributes as the
-session cookie); a token is ``nonce.HMAC(key, seed|nonce)``. A forged request can neither
-read the seed nor compute a token for it. The seed is replaced at sign-in and sign-out, so
-a token planted before sign-in is useless after it (and login CSRF is covered because the
-sign-in form needs a token too).
+A token is ``nonce.HMAC(key, binding|nonce)``. For a signed-in request the binding is the
+session's id (the synchronizer-token pattern: the token belongs to that session, so a
+token minted anywhere else is refused, and a new session after sign-in or rotation needs a
+new token). For an anonymous request (the sign-in form: login CSRF) it is a random seed in
+an HttpOnly cookie (``<cookie name>-csrf``, same attributes as the session cookie), the
+signed double-submit pattern. Someone able to plant cookies (a sibling subdomain, when the
+names lack ``__Host-``) can plant a seed with a token minted for it, but such a pair acts
+only for an anonymous browser, never for a signed-in one.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ class CSRFProtect:
         mac = hmac.new(self.key, f"{seed}|{nonce}".encode("ascii"), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
-    def _seed(self) -> str:
+    def _binding(self) -> str:
+        """What this client's tokens are bound to: its session, else its seed cookie."""
+        session = g.get("session")
+        if session is not None:
+            return "session:" + session.id
         seed: str | None = g.get("_guardian_csrf_seed")
         if seed is None:
             seed = request.cookies.get(self.settings.csrf_cookie_name)
@@ -52,7 +59,7 @@ class CSRFProtect:
     def token(self) -> str:
         """A token for the current client, to put in a form or a header."""
         nonce = secrets.token_urlsafe(12)
-        return f"{nonce}.{self._sign(self._seed(), nonce)}"
+        return f"{nonce}.{self._sign(self._binding(), nonce)}"
 
     def field(self) -> Markup:
         """``<input type="hidden" name="csrf_token" value="...">`` for a form."""
@@ -67,12 +74,15 @@ class CSRFProtect:
         if not self.settings.csrf_enabled:
             return
         token = req.headers.get(HEADER) or submitted
-        seed = req.cookies.get(self.settings.csrf_cookie_name)
-        if (
-            not isinstance(token, str) or len(token) > 200 or not token.isascii()
-            or not seed or len(seed) != 43 or not seed.isascii()
-        ):
+        if not isinstance(token, str) or len(token) > 200 or not token.isascii():
             raise CSRFError()
+        session = g.get("session")
+        if session is not None:
+            binding = "session:" + session.id
+        else:
+            binding = req.cookies.get(self.settings.csrf_cookie_name) or ""
+            if len(binding) != 43 or not binding.isascii():
+                raise CSRFError()
         nonce, _, mac = token.partition(".")
-        if not nonce or not hmac.compare_digest(mac, self._sign(seed, nonce)):
+        if not nonce or not hmac.compare_digest(mac, self._sign(binding, nonce)):
             raise CSRFError()

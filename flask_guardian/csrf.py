@@ -42,7 +42,7 @@ class CSRFProtect:
         """What this client's tokens are bound to: its session, else its seed cookie."""
         session = g.get("session")
         if session is not None:
-            return "session:" + session.id
+            return f"session:{session.id}"
         seed: str | None = g.get("_guardian_csrf_seed")
         if seed is None:
             seed = request.cookies.get(self.settings.csrf_cookie_name)

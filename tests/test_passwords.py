@@ -315,3 +315,80 @@ def test_other_users_are_unaffected_by_a_bcrypt_refusal(app: Flask) -> None:
     response = sign_in(app.test_client(), USER[0], "q" * 90, json=True)
     assert response.status_code == 401
     sign_in_ok(app.test_client(), ADMIN)
+
+
+# -- legacy hashes cost what current ones cost ------------------------------------------
+
+
+def hash_kind(stored: str) -> str:
+    """What determines a verification's cost: the scheme and its parameters."""
+    if stored.startswith("$2"):
+        return stored[:7]  # $2b$12$
+    return "$".join(stored.split("$")[:4])  # $argon2id$v=19$m=...,t=...,p=...
+
+
+class KindRecorder(CountingContext):
+    """Records the kind of every hash a verification runs against."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.kinds: list[str] = []
+
+    def verify(self, secret: Any, stored: Any, *args: Any, **kwargs: Any) -> Any:
+        self.kinds.append(hash_kind(stored))
+        return super().verify(secret, stored, *args, **kwargs)
+
+    def verify_and_update(self, secret: Any, stored: Any, *args: Any, **kwargs: Any) -> Any:
+        self.kinds.append(hash_kind(stored))
+        return super().verify_and_update(secret, stored, *args, **kwargs)
+
+
+def test_a_failed_attempt_costs_the_same_whatever_scheme_the_account_uses(
+    make_app: AppFactory,
+) -> None:
+    """A wrong password for a bcrypt account (or one with older argon2 parameters) must
+    not take longer than one for an unknown email: while such hashes exist, every failed
+    attempt verifies once against each kind of hash in use, so all failures cost alike."""
+    app = app_with_inactive_user(make_app)
+    weak = argon2.PasswordHasher(parallelism=1, memory_cost=512, time_cost=1).hash("x" * 12)
+    store_hash(app, ADMIN[0], bcrypt_hash(ADMIN[1]))
+    store_hash(app, INACTIVE[0], weak)
+    recorder = KindRecorder(hasher_of(app).context)
+    hasher_of(app).context = recorder
+    cases = {
+        "unknown email": ("nobody@example.com", USER[1]),
+        "current argon2, wrong password": (USER[0], "wrong-password-000"),
+        "bcrypt, wrong password": (ADMIN[0], "wrong-password-000"),
+        "older argon2, wrong password": (INACTIVE[0], "wrong-password-000"),
+        "inactive, right password": (INACTIVE[0], "x" * 12),
+    }
+    spent: dict[str, list[str]] = {}
+    for name, (email, password) in cases.items():
+        recorder.kinds.clear()
+        response = sign_in(app.test_client(), email, password, json=True)
+        assert response.get_json() == FAILED_JSON, name
+        spent[name] = sorted(recorder.kinds)
+    first = spent["unknown email"]
+    assert len(first) == 3  # current argon2id, bcrypt and the older argon2
+    assert spent == dict.fromkeys(cases, first)
+
+
+def test_only_current_hashes_cost_one_verification(app: Flask) -> None:
+    recorder = KindRecorder(hasher_of(app).context)
+    hasher_of(app).context = recorder
+    sign_in(app.test_client(), "nobody@example.com", USER[1], json=True)
+    sign_in(app.test_client(), USER[0], "wrong-password-000", json=True)
+    assert len(recorder.kinds) == 2
+
+
+def test_password_report_counts_hashes_by_scheme(app: Flask) -> None:
+    store_hash(app, ADMIN[0], bcrypt_hash(ADMIN[1]))
+    result = app.test_cli_runner().invoke(args=["guardian", "password-report"])
+    assert result.exit_code == 0, result.output
+    counts = {
+        line.split(":")[0].strip(): int(line.split(":")[1])
+        for line in result.output.splitlines() if ":" in line
+    }
+    assert counts["argon2id (current parameters)"] == 1
+    assert counts["bcrypt"] == 1
+    assert counts["to upgrade"] == 1

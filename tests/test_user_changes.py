@@ -177,3 +177,67 @@ def test_user_deleted_with_core_sql_is_anonymous_by_the_next_refresh(
             db_of(app).session.commit()
         clock.move_to(t0 + timedelta(seconds=60))
         assert_signed_out_everywhere(client)
+
+
+@pytest.mark.parametrize("update_age", [0, 60])
+def test_an_account_that_gets_a_deleted_users_id_adopts_none_of_its_sessions(
+    make_app: AppFactory, update_age: int
+) -> None:
+    """A user deleted outside the ORM (no cascade on SQLite) leaves its session rows, and
+    SQLite hands the highest id out again: the next account made must never inherit the
+    deleted user's live cookie or JWT (database at once, jwt by its next refresh)."""
+    app = make_app(GUARDIAN_SESSION_UPDATE_AGE=update_age)
+    t0 = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
+    victim = app.test_client()
+    with time_machine.travel(t0, tick=False) as clock:
+        sign_in_ok(victim, USER)
+        with app.app_context():
+            users = guardian_of(app).user_model.__table__
+            user_id = user_row(app, USER[0]).id
+            db_of(app).session.execute(delete(users).where(users.c.id == user_id))
+            db_of(app).session.commit()
+            newcomer = guardian_of(app).create_user("newcomer@example.com", "newcomer-pass-1")
+            # However the id was chosen, an account with the old id must adopt nothing.
+            db_of(app).session.execute(
+                update(users).where(users.c.id == newcomer.id).values(id=user_id)
+            )
+            db_of(app).session.commit()
+        clock.move_to(t0 + timedelta(seconds=61))
+        assert victim.get("/auth/session").get_json() is None
+        assert victim.get("/api/me", headers=JSON).status_code == 401
+
+
+@pytest.mark.parametrize("change", ["set_password", "set_role"])
+def test_changing_a_user_loaded_in_another_context_is_not_lost(
+    app: Flask, change: str
+) -> None:
+    """A user object from a closed app context (detached) is changed in the database all
+    the same, and its other sessions see the change; nothing is silently dropped."""
+    other = app.test_client()
+    sign_in_ok(other, USER)
+    with app.app_context():
+        detached = user_row(app, USER[0])
+    guardian = guardian_of(app)
+    with app.app_context():
+        if change == "set_password":
+            guardian.set_password(detached, "a-brand-new-password-1")
+        else:
+            guardian.set_role(detached, "editor")
+    with app.app_context():
+        fresh = user_row(app, USER[0])
+        if change == "set_password":
+            assert guardian.authenticate(USER[0], "a-brand-new-password-1") is not None
+            assert other.get("/auth/session").get_json() is None  # other sessions ended
+        else:
+            assert fresh.role == "editor"
+            assert other.get("/auth/session").get_json()["user"]["role"] == "editor"
+
+
+def test_changing_a_user_that_no_longer_exists_is_refused_loudly(app: Flask) -> None:
+    guardian = guardian_of(app)
+    with app.app_context():
+        detached = user_row(app, USER[0])
+        db_of(app).session.delete(detached)
+        db_of(app).session.commit()
+    with app.app_context(), pytest.raises(LookupError, match="no longer exists"):
+        guardian.set_role(detached, "editor")

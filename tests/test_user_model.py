@@ -84,3 +84,31 @@ def test_user_model_must_mix_in_user_mixin() -> None:
 
     with pytest.raises(TypeError, match="UserMixin"):
         Guardian(db=db, user_model=Plain)
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "evil\u200b@example.com",  # zero-width space: a look-alike of evil@example.com
+        "ad\u00adm\u00adin@example.com",  # soft hyphens
+        "user\u202e@example.com",  # right-to-left override
+        "x@@example.com",
+        "a@b",
+        "@example.com",
+        "user@",
+        "user@exa mple.com",
+        "user@-example-.com",
+        "us..er@example.com",
+    ],
+)
+def test_create_user_refuses_look_alike_and_malformed_emails(app: Flask, email: str) -> None:
+    guardian = app.extensions["guardian"]
+    with app.app_context(), pytest.raises(ValueError, match="email"):
+        guardian.create_user(email, "long-enough-password")
+
+
+def test_create_user_accepts_an_ordinary_international_address(app: Flask) -> None:
+    guardian = app.extensions["guardian"]
+    with app.app_context():
+        user = guardian.create_user("José.Núñez+tag@Example.COM", "long-enough-password")
+        assert user.email == "josé.núñez+tag@example.com"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from email_validator import EmailNotValidError, validate_email
 from flask import current_app, g, has_request_context, request
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm.attributes import set_committed_value
@@ -207,15 +209,21 @@ def _check_password_policy(state: AppState, password: object) -> str:
 
 
 def _check_email(email: object) -> str:
+    """The normalised form of a new account's email, or ValueError. The structure is
+    checked by ``email-validator`` (as WTForms and Flask-Security-Too do; no DNS lookup),
+    which also refuses invisible and direction-changing characters (Unicode category Cf:
+    ``evil\u200b@example.com`` would be a look-alike of ``evil@example.com``)."""
     if not isinstance(email, str):
         raise TypeError("email must be a string")
     normalized = normalize_email(email)
-    local, _, domain = normalized.rpartition("@")
-    if (
-        not local or not domain or len(normalized) > EMAIL_MAX_LENGTH
-        or any(c.isspace() or ord(c) < 32 for c in normalized)
+    if len(normalized) > EMAIL_MAX_LENGTH or any(
+        unicodedata.category(c) in ("Cc", "Cf") for c in normalized
     ):
         raise ValueError(f"not a usable email address: {email!r}")
+    try:
+        validate_email(normalized, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a usable email address: {email!r}: {exc}") from None
     return normalized
 
 

@@ -280,16 +280,43 @@ def _rotate_if_current(state: AppState, user: Any, reason: str) -> None:
                                  reason=reason)
 
 
+def attached(state: AppState, user: Any) -> Any:
+    """``user`` as an object of the application's current ``db.session``. A user loaded in
+    another (closed) app context or session is detached: a change made to it would be
+    dropped without a word, leaving the old password or role live. It is loaded again
+    here; one that no longer exists is refused loudly."""
+    db_session = state.db.session
+    if user in db_session:
+        return user
+    user_model = state.models.user
+    if not isinstance(user, user_model) or getattr(user, "id", None) is None:
+        raise TypeError(f"expected a saved {user_model.__name__}, got {user!r}")
+    fresh = db_session.get(user_model, user.id)
+    if fresh is None:
+        raise LookupError(f"user {user.id} no longer exists")
+    return fresh
+
+
+def _change_user(state: AppState, user: Any, column: str, value: Any) -> None:
+    """Set one watched column and commit (the ORM flush applies the change policy), on the
+    attached user; the caller's own object shows the new value too."""
+    target = attached(state, user)
+    setattr(target, column, value)
+    state.db.session.commit()
+    if target is not user:
+        set_committed_value(user, column, value)
+    _rotate_if_current(state, target, "rotated")
+
+
 def set_password(state: AppState, user: Any, password: object) -> None:
-    user.password_hash = state.hasher.hash(_check_password_policy(state, password))
-    state.db.session.commit()  # the flush event ends the user's other sessions
-    _rotate_if_current(state, user, "rotated")
+    # The flush event ends the user's other sessions.
+    _change_user(state, user, "password_hash",
+                 state.hasher.hash(_check_password_policy(state, password)))
 
 
 def set_role(state: AppState, user: Any, role: object) -> None:
-    user.role = _check_role(role)
-    state.db.session.commit()  # the flush event bumps session_version
-    _rotate_if_current(state, user, "rotated")
+    # The flush event bumps session_version.
+    _change_user(state, user, "role", _check_role(role))
 
 
 # -- sessions ---------------------------------------------------------------------------

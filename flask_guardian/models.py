@@ -8,6 +8,7 @@ and Flask-Migrate/Alembic see them.
 
 from __future__ import annotations
 
+import secrets
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Mapped, mapped_column, validates
 
 EMAIL_MAX_LENGTH = 320
 USER_AGENT_MAX_LENGTH = 512
+UNIQUIFIER_LENGTH = 32
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -72,6 +74,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def new_uniquifier() -> str:
+    """128 random bits as 32 hex digits: a user's :attr:`UserMixin.uniquifier`."""
+    return secrets.token_hex(16)
+
+
 def normalize_email(email: str) -> str:
     """NFKC, trimmed and lower-cased: the form emails are stored, looked up and counted in,
     so ``Ann@Example.com`` and ``ann@example.com`` are one account and one lockout."""
@@ -83,7 +90,14 @@ class UserMixin:
 
     ``class User(db.Model, UserMixin): __tablename__ = "users"`` gives ``id``, ``email``
     (unique, stored normalised), ``name``, ``role``, ``password_hash``, ``is_active`` and
-    ``session_version`` (bumped on every change that must reach live sessions).
+    ``session_version`` (bumped on every change that must reach live sessions) and
+    ``uniquifier``.
+
+    ``uniquifier`` is a random identifier made once per account and never reused: every
+    session records it and is only valid while the user row carries the same one. An id
+    can come back (SQLite hands the highest one out again after a delete made outside the
+    ORM, where no cascade removed the sessions); a uniquifier cannot, so a new account can
+    never adopt a deleted one's cookie or token.
     """
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -96,6 +110,9 @@ class UserMixin:
     is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    uniquifier: Mapped[str] = mapped_column(
+        exact_string(UNIQUIFIER_LENGTH), nullable=False, default=new_uniquifier
+    )
 
     @validates("email")
     def _normalize_email(self, key: str, value: str) -> str:
@@ -132,6 +149,8 @@ def build_models(db: Any, user_model: Any | None) -> Models:
             """The ready user model used when the application brings none."""
 
             __tablename__ = "guardian_users"
+            # SQLite would otherwise hand a deleted user's id to the next account.
+            __table_args__ = ({"sqlite_autoincrement": True},)
 
         user_model = User
     elif not issubclass(user_model, UserMixin):
@@ -147,6 +166,10 @@ def build_models(db: Any, user_model: Any | None) -> Models:
         id: Mapped[str] = mapped_column(exact_string(32), primary_key=True)
         user_id: Mapped[int] = mapped_column(
             Integer, ForeignKey(user_table.c.id, ondelete="CASCADE"), nullable=False
+        )
+        # The user's uniquifier at sign-in: the session is valid only while they match.
+        user_uniquifier: Mapped[str] = mapped_column(
+            exact_string(UNIQUIFIER_LENGTH), nullable=False
         )
         # SHA-256 hex of the database strategy's cookie token; NULL for JWT sessions.
         token_hash: Mapped[str | None] = mapped_column(

@@ -253,6 +253,7 @@ class SessionStrategy(ABC):
             self.sessions.insert().values(
                 id=session_id,
                 user_id=user.id,
+                user_uniquifier=user.uniquifier,
                 token_hash=token_hash,
                 strategy=self.name,
                 created_at=auth_time,
@@ -295,12 +296,13 @@ class SessionStrategy(ABC):
 
     def list(self, user_id: int, current_id: str | None) -> list[SessionInfo]:
         """The live sessions of ``user_id``, newest first."""
-        t = self.sessions
+        t, u = self.sessions, self.users
         rows = self.db.session.execute(
             select(
                 t.c.id, t.c.strategy, t.c.created_at, t.c.last_seen_at, t.c.expires_at,
                 t.c.ip, t.c.user_agent,
             )
+            .select_from(t.join(u, bound_to_user(t, u)))
             .where(t.c.user_id == user_id, t.c.revoked_at.is_(None), t.c.expires_at > utcnow())
             .order_by(t.c.last_seen_at.desc())
         )
@@ -343,6 +345,13 @@ class SessionStrategy(ABC):
             )
             return False
         return True
+
+
+def bound_to_user(sessions: Any, users: Any) -> Any:
+    """The join of a registry row to its user: the same id *and* the same uniquifier, so a
+    later account that got the id of a deleted one finds none of its sessions."""
+    return and_(users.c.id == sessions.c.user_id,
+                users.c.uniquifier == sessions.c.user_uniquifier)
 
 
 def sha256_hex(value: str) -> str:

@@ -20,6 +20,7 @@ from .base import (
     Loaded,
     RequestInfo,
     SessionStrategy,
+    bound_to_user,
     client_agent,
     ip_network,
     new_session_id,
@@ -51,7 +52,7 @@ class DatabaseStrategy(SessionStrategy):
                 s.c.absolute_expires_at, s.c.ip, s.c.user_agent,
                 u.c.email, u.c.name, u.c.role,
             )
-            .select_from(s.join(u, u.c.id == s.c.user_id))
+            .select_from(s.join(u, bound_to_user(s, u)))
             .where(
                 s.c.token_hash == bindparam("token_hash"),
                 s.c.revoked_at.is_(None),

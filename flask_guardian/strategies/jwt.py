@@ -31,6 +31,7 @@ from .base import (
     Loaded,
     RequestInfo,
     SessionStrategy,
+    bound_to_user,
     client_agent,
     ip_network,
     new_session_id,
@@ -95,7 +96,7 @@ class JWTStrategy(SessionStrategy):
                 s.c.created_at, s.c.expires_at, s.c.absolute_expires_at, s.c.ip,
                 s.c.user_agent, u.c.id, u.c.email, u.c.name, u.c.role, u.c.session_version,
             )
-            .select_from(s.join(u, u.c.id == s.c.user_id))
+            .select_from(s.join(u, bound_to_user(s, u)))
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None), u.c.is_active.is_(True))
         )
         self._touch = (

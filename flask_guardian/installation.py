@@ -22,13 +22,14 @@ OWN_AUTHOR = "flask-guardian contributors"
 def check_no_namesake() -> None:
     """Raise ImportError when the unrelated ``flask-guardian`` distribution is installed.
 
-    One metadata lookup by name (well under a millisecond), run once per process."""
-    try:
-        namesake = metadata.distribution(NAMESAKE)
-    except metadata.PackageNotFoundError:
-        return
-    if OWN_AUTHOR in (namesake.metadata.get_all("Author") or ()):
-        return  # this project under its former name: the same files, nothing mixed
+    One metadata search by name (well under a millisecond), run once per process. Every
+    match is looked at: a stale record of this project under its former name (an old
+    editable install, a ``flask_guardian.egg-info`` in a checkout) may come first."""
+    for namesake in metadata.distributions(name=NAMESAKE):
+        if OWN_AUTHOR not in (namesake.metadata.get_all("Author") or ()):
+            break
+    else:
+        return  # none, or only this project under its former name: nothing mixed
     raise ImportError(
         f"the unrelated package '{NAMESAKE}' ({namesake.version}) is installed in the same "
         f"environment as {DISTRIBUTION}: both install the import package 'flask_guardian' "

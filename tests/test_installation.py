@@ -54,9 +54,15 @@ def test_this_project_under_its_former_name_is_not_a_namesake(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A checkout installed before the rename keeps "flask-guardian" metadata of its own.
-    site = fake_distribution(tmp_path, "flask-guardian", "flask-guardian contributors")
-    monkeypatch.syspath_prepend(str(site))
+    own = fake_distribution(tmp_path / "own", "flask-guardian", "flask-guardian contributors")
+    monkeypatch.syspath_prepend(str(own))
     check_no_namesake()
+
+    # ... which must not hide the unrelated project's record found after it.
+    other = fake_distribution(tmp_path / "other", "flask-guardian", "Someone Else")
+    monkeypatch.setattr(sys, "path", [str(own), str(other), *sys.path])
+    with pytest.raises(ImportError, match="unrelated package 'flask-guardian'"):
+        check_no_namesake()
 
 
 def test_no_namesake_installed_passes() -> None:

@@ -7,7 +7,8 @@ routes, with sessions kept in the database or in signed JWTs (``SESSION_STRATEGY
 
 from __future__ import annotations
 
-from . import signals
+# installation first: it refuses to run on files mixed with the unrelated flask-guardian's.
+from . import installation, signals  # noqa: F401
 from .auth import SignInResult, SignOutResult, get_session, sign_in, sign_out
 from .config import Settings
 from .errors import (

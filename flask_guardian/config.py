@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
@@ -144,6 +146,48 @@ def _int(config: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigurationError(key, f"expected a whole number >= {minimum}, got {value!r}")
     return value
+
+
+def _seconds(
+    key: str, value: Any, *, whole: bool, minimum: float = 0, maximum: float | None = None
+) -> float:
+    """A duration in seconds: an int (or, unless ``whole``, a float) of seconds, or a
+    ``timedelta`` as Flask's own settings (``PERMANENT_SESSION_LIFETIME``) accept."""
+    accepted = int if whole else (int, float)
+    seconds: float | None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, accepted) and not isinstance(value, bool):
+        seconds = value
+    else:
+        seconds = None
+    if (
+        seconds is None
+        or seconds < minimum
+        or (maximum is not None and seconds > maximum)
+        or (whole and seconds != int(seconds))
+    ):
+        kind = "a whole number of seconds" if whole else "seconds"
+        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise ConfigurationError(key, f"expected {kind} {bounds} or a timedelta, got {value!r}")
+    return seconds
+
+
+def _duration(config: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
+    """A duration key in whole seconds (an int or a ``timedelta``), at least ``minimum``."""
+    return int(_seconds(key, _get(config, key), whole=True, minimum=minimum))
+
+
+def _check_known_keys(config: Mapping[str, Any]) -> None:
+    """Refuse a ``GUARDIAN_*`` key flask-guardian does not read: a typo must not silently
+    keep the default (a misspelt session lifetime would leave sessions at 12 hours).
+    Every key read is in ``DEFAULTS``; tests/test_config.py checks the package for others."""
+    known = DEFAULTS.keys()
+    for key in config:
+        if isinstance(key, str) and key.startswith("GUARDIAN_") and key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md"
+            raise ConfigurationError(key, f"not a flask-guardian setting; {hint}")
 
 
 def _bool(config: Mapping[str, Any], key: str) -> bool:
@@ -328,6 +372,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
 
     Raises :class:`ConfigurationError` naming the key and the accepted values.
     """
+    _check_known_keys(config)
     strategy_class = resolve_strategy(_get(config, "SESSION_STRATEGY"))
 
     # GUARDIAN_SECRET_KEY lets an app that does not use Flask's own cookie session leave
@@ -343,9 +388,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
             "(GUARDIAN_SECRET_KEY, or Flask's SECRET_KEY)",
         )
 
-    max_age = _int(config, "GUARDIAN_SESSION_MAX_AGE", minimum=60)
-    idle = _int(config, "GUARDIAN_SESSION_IDLE_TIMEOUT", minimum=60)
-    update_age = _int(config, "GUARDIAN_SESSION_UPDATE_AGE", minimum=0)
+    max_age = _duration(config, "GUARDIAN_SESSION_MAX_AGE", minimum=60)
+    idle = _duration(config, "GUARDIAN_SESSION_IDLE_TIMEOUT", minimum=60)
+    update_age = _duration(config, "GUARDIAN_SESSION_UPDATE_AGE", minimum=0)
     if update_age >= idle:
         raise ConfigurationError(
             "GUARDIAN_SESSION_UPDATE_AGE",
@@ -392,13 +437,10 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
     for key, value in (("GUARDIAN_JWT_ISSUER", issuer), ("GUARDIAN_JWT_AUDIENCE", audience)):
         if not isinstance(value, str) or not value:
             raise ConfigurationError(key, f"expected a non-empty string, got {value!r}")
-    interval = _get(config, "GUARDIAN_JWT_REVOCATION_INTERVAL")
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not (
-        0 <= interval <= 300
-    ):
-        raise ConfigurationError(
-            "GUARDIAN_JWT_REVOCATION_INTERVAL", f"expected seconds from 0 to 300, got {interval!r}"
-        )
+    interval = _seconds(
+        "GUARDIAN_JWT_REVOCATION_INTERVAL", _get(config, "GUARDIAN_JWT_REVOCATION_INTERVAL"),
+        whole=False, maximum=300,
+    )
 
     min_len = _int(config, "GUARDIAN_PASSWORD_MIN_LENGTH", minimum=1)
     max_len = _int(config, "GUARDIAN_PASSWORD_MAX_LENGTH", minimum=min_len)
@@ -426,7 +468,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         csrf_enabled=_bool(config, "GUARDIAN_CSRF_ENABLED"),
         protected_routes=_routes(config),
         max_login_attempts=_int(config, "GUARDIAN_MAX_LOGIN_ATTEMPTS", minimum=1),
-        lockout_duration=_int(config, "GUARDIAN_LOCKOUT_DURATION", minimum=1),
+        lockout_duration=_duration(config, "GUARDIAN_LOCKOUT_DURATION", minimum=1),
         ip_max_login_attempts=_int(config, "GUARDIAN_IP_MAX_LOGIN_ATTEMPTS", minimum=1),
         password_min_length=min_len,
         password_max_length=max_len,
@@ -439,7 +481,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_keys=keys,
         jwt_issuer=issuer,
         jwt_audience=audience,
-        jwt_leeway=_int(config, "GUARDIAN_JWT_LEEWAY", minimum=0),
+        jwt_leeway=_duration(config, "GUARDIAN_JWT_LEEWAY", minimum=0),
         jwt_revocation_interval=float(interval),
         jwt_cache_size=_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
         token_max_length=_int(config, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),

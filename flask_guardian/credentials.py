@@ -7,10 +7,12 @@ and per client IP in ``guardian_login_attempts``, so every process shares the co
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import passlib
 from passlib.context import CryptContext
 from sqlalchemy import case, delete, literal, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
@@ -19,7 +21,32 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from .config import Settings
+from .errors import ConfigurationError
 from .models import Models, utcnow
+
+#: libpass releases start at 1.9; the original passlib stopped at 1.7.4.
+LIBPASS_MIN_VERSION = (1, 9)
+
+
+def check_passlib() -> None:
+    """Refuse to start when the original ``passlib`` 1.7.4 has overwritten libpass's files.
+
+    Both distributions install the ``passlib`` import package, so installing passlib after
+    libpass (some other dependency may ask for it) silently replaces libpass's files. The
+    old code cannot load bcrypt 4.1 or later: every bcrypt hash would then fail to verify,
+    and every user with one would be refused at sign-in with no error anywhere. Reading
+    the version of the files actually imported costs nothing, so it is checked at start-up.
+    """
+    version = str(getattr(passlib, "__version__", "0"))
+    parts = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+    if parts < LIBPASS_MIN_VERSION:
+        raise ConfigurationError(
+            "passlib",
+            f"the passlib files in this environment are version {version}, from the original "
+            "passlib, which has overwritten libpass's (both install the 'passlib' package) "
+            "and cannot verify bcrypt hashes with bcrypt 4.1 or later: run "
+            "'pip install --force-reinstall libpass' (and remove whatever requires passlib)",
+        )
 
 
 class PasswordHasher:
@@ -27,6 +54,7 @@ class PasswordHasher:
     ``hash_computations`` (tests assert it, so timing attacks are checked by count)."""
 
     def __init__(self, settings: Settings) -> None:
+        check_passlib()
         self.max_bytes = settings.password_max_length
         self.context = CryptContext(
             schemes=["argon2", "bcrypt"],

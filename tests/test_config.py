@@ -3,6 +3,9 @@ accepts; a bad value never reaches a request."""
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_guardian import ConfigurationError, Guardian
+from flask_guardian.config import DEFAULTS
 from flask_guardian.strategies import DatabaseStrategy, JWTStrategy
 
 
@@ -168,3 +172,74 @@ def test_guardian_secret_key_stands_in_for_flask_secret_key() -> None:
     with pytest.raises(ConfigurationError) as info:
         init(SECRET_KEY=None, GUARDIAN_SECRET_KEY="short")
     assert info.value.key == "GUARDIAN_SECRET_KEY"
+
+
+DURATION_KEYS = sorted(
+    key for key in DEFAULTS
+    if key.endswith(("_AGE", "_TIMEOUT", "_DURATION", "_INTERVAL", "_LEEWAY"))
+)
+
+
+def test_durations_accept_seconds_or_a_timedelta() -> None:
+    settings = settings_of(init(
+        GUARDIAN_SESSION_MAX_AGE=timedelta(hours=8),
+        GUARDIAN_SESSION_IDLE_TIMEOUT=timedelta(minutes=20),
+        GUARDIAN_SESSION_UPDATE_AGE=timedelta(minutes=1),
+        GUARDIAN_LOCKOUT_DURATION=timedelta(minutes=10),
+        GUARDIAN_JWT_LEEWAY=timedelta(seconds=3),
+        GUARDIAN_JWT_REVOCATION_INTERVAL=timedelta(milliseconds=500),
+    ))
+    assert (settings.max_age, settings.idle_timeout, settings.update_age) == (8 * 3600, 1200, 60)
+    assert (settings.lockout_duration, settings.jwt_leeway) == (600, 3)
+    assert settings.jwt_revocation_interval == 0.5
+    assert all(type(v) is int for v in (settings.max_age, settings.lockout_duration))
+
+
+@pytest.mark.parametrize("key", DURATION_KEYS)
+def test_every_duration_key_accepts_a_timedelta(key: str) -> None:
+    assert {"GUARDIAN_SESSION_MAX_AGE", "GUARDIAN_LOCKOUT_DURATION",
+            "GUARDIAN_JWT_REVOCATION_INTERVAL"} <= set(DURATION_KEYS)
+    init(**{key: timedelta(seconds=DEFAULTS[key])})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("GUARDIAN_SESSION_MAX_AGE", timedelta(seconds=30), ">= 60"),
+        ("GUARDIAN_SESSION_MAX_AGE", timedelta(seconds=90.5), "whole number of seconds"),
+        ("GUARDIAN_LOCKOUT_DURATION", 900.0, "whole number of seconds"),
+        ("GUARDIAN_LOCKOUT_DURATION", True, "timedelta"),
+        ("GUARDIAN_JWT_REVOCATION_INTERVAL", timedelta(minutes=6), "from 0 to 300"),
+    ],
+)
+def test_unusable_duration_names_the_key(key: str, value: Any, fragment: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        init(**{key: value})
+    assert info.value.key == key
+    assert fragment in str(info.value)
+
+
+def test_unknown_guardian_key_fails_naming_the_closest_known_key() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        init(GUARDIAN_SESION_MAX_AGE=3600)
+    assert info.value.key == "GUARDIAN_SESION_MAX_AGE"
+    assert "did you mean GUARDIAN_SESSION_MAX_AGE?" in str(info.value)
+    with pytest.raises(ConfigurationError, match="not a flask-guardian setting"):
+        init(GUARDIAN_QUUX=1)
+
+
+def test_keys_without_the_guardian_prefix_are_not_ours_to_judge() -> None:
+    init(MY_APP_SETTING=1, SESSION_COOKIE_NAME="flask-session", GUARDIANS=3)
+
+
+def test_every_key_the_package_names_is_a_known_key() -> None:
+    # The unknown-key check knows DEFAULTS only: a key read anywhere else in the package
+    # would be refused as a typo. Settings documented in docs/configuration.md, too.
+    package = Path(__file__).resolve().parents[1] / "flask_guardian"
+    named = {
+        key for path in package.rglob("*.py")
+        for key in re.findall(r"\bGUARDIAN_[A-Z0-9_]*[A-Z0-9]\b", path.read_text("utf-8"))
+    }
+    assert named - DEFAULTS.keys() == set()
+    documented = (package.parent / "docs" / "configuration.md").read_text("utf-8")
+    assert [key for key in DEFAULTS if f"`{key}`" not in documented] == []

@@ -19,6 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
+from .credentials import hash_kind
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
@@ -83,20 +84,24 @@ def authenticate(state: AppState, email: object, password: object) -> tuple[Any 
         except UnicodeEncodeError:  # a lone surrogate from JSON: no hash can take it
             return None, "invalid_credentials"
     normalized = normalize_email(email)
-    if len(normalized) > EMAIL_MAX_LENGTH or not normalized.isprintable():
-        state.hasher.burn(password)  # cannot be a stored email: no query, same cost
-        return None, "unknown_email"
     user_model = state.models.user
+    hasher = state.hasher
+    hasher.kinds_in_use(state.db.session, user_model.__table__.c.password_hash)
+    if len(normalized) > EMAIL_MAX_LENGTH or not normalized.isprintable():
+        hasher.burn(password)  # cannot be a stored email: no query, same cost
+        return None, "unknown_email"
     user = state.db.session.execute(
         select(user_model).where(user_model.email == normalized)
     ).scalar_one_or_none()
     if user is None:
-        state.hasher.burn(password)
+        hasher.burn(password)
         return None, "unknown_email"
-    ok, new_hash = state.hasher.verify(password, user.password_hash)
+    ok, new_hash = hasher.verify(password, user.password_hash)
     if not ok:
         return None, "invalid_credentials"
     if not user.is_active:
+        # The right password of an inactive account must look like any failure.
+        hasher.burn(password, checked=hash_kind(user.password_hash))
         return None, "inactive"
     if new_hash is not None:
         # A re-hash of the same password is not a password change: write it with Core so

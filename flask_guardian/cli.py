@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
+from .credentials import read_hash_kinds
 from .extension import get_state
 
 
@@ -92,3 +93,38 @@ def purge_command() -> None:
     """Delete expired sessions, revocations and lockout counters."""
     count = get_state().guardian.purge_expired()
     click.echo(f"purged {count} row(s)")
+
+
+@guardian_cli.command("password-report")
+@with_appcontext
+def password_report_command() -> None:
+    """Count the users' password hashes by scheme: how many still wait for the upgrade
+    to the current argon2id parameters (each is upgraded at its next sign-in; while any
+    remain, every failed sign-in checks one throw-away hash of each kind, see
+    docs/security.md)."""
+    state = get_state()
+    db_session = state.db.session
+    column = state.models.user.__table__.c.password_hash
+    current = state.hasher.current_kind
+    counts: dict[str, int] = {}
+    for kind in read_hash_kinds(db_session, column, current):
+        if kind == current:
+            label = "argon2id (current parameters)"
+        elif kind.startswith("$2"):
+            label = "bcrypt"
+        else:
+            variant, _version, params = kind.strip("$").split("$")
+            label = f"{variant} ({params})"
+        counted = db_session.execute(
+            select(func.count()).where(column.startswith(kind, autoescape=True))
+        ).scalar_one()
+        counts[label] = counts.get(label, 0) + counted
+    total = db_session.execute(select(func.count()).select_from(column.table)).scalar_one()
+    empty = db_session.execute(
+        select(func.count()).where(or_(column.is_(None), column == ""))
+    ).scalar_one()
+    for label, counted in counts.items():
+        click.echo(f"{label}: {counted}")
+    click.echo(f"to upgrade: {sum(counts.values()) - counts['argon2id (current parameters)']}")
+    click.echo(f"no password: {empty}")
+    click.echo(f"unreadable: {total - empty - sum(counts.values())}")

@@ -76,6 +76,13 @@ def create_app(
             "/reports": {},
             "/reports/audit": {"roles": ["admin"]},
         },
+        # Answer only the hosts this app is served under: Werkzeug builds some absolute
+        # URLs from the Host header (docs/deployment.md, "The Host header").
+        TRUSTED_HOSTS=[
+            h.strip() for h in os.environ.get(
+                "GUARDIAN_EXAMPLE_TRUSTED_HOSTS", "127.0.0.1,localhost"
+            ).split(",") if h.strip()
+        ],
     )
     if "SECRET_KEY" not in config:
         app.config.update(_instance_secrets(instance))

@@ -1,0 +1,52 @@
+"""The example app as a deployment would run it: it answers only the hosts it is served
+under (``TRUSTED_HOSTS``, from ``GUARDIAN_EXAMPLE_TRUSTED_HOSTS``), so an absolute URL
+Werkzeug builds from the Host header cannot point elsewhere."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "app.py"
+CHEAP = {
+    "SECRET_KEY": "example-test-secret-key-0123456789",
+    "GUARDIAN_JWT_SECRET": "example-test-jwt-secret-" + "x" * 32,
+    "GUARDIAN_ARGON2_MEMORY_COST": 1024,
+    "GUARDIAN_ARGON2_TIME_COST": 1,
+}
+
+
+def example_app(tmp_path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("guardian_example_for_hosts", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.create_app("database", f"sqlite:///{tmp_path / 'example.db'}", **CHEAP)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:5000", "localhost", "localhost:8000"])
+def test_example_answers_its_own_hosts(tmp_path: Path, host: str) -> None:
+    client = example_app(tmp_path).test_client()
+    assert client.get("/", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "//dashboard", "/auth/signin"])
+def test_example_refuses_a_foreign_host_header(tmp_path: Path, path: str) -> None:
+    """``//dashboard`` is what Werkzeug's merge-slashes redirect would have turned into
+    ``http://evil.example.net/dashboard``."""
+    client = example_app(tmp_path).test_client()
+    response = client.get(path, headers={"Host": "evil.example.net"})
+    assert response.status_code == 400
+    assert "evil.example.net" not in response.headers.get("Location", "")
+
+
+def test_example_hosts_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GUARDIAN_EXAMPLE_TRUSTED_HOSTS", "app.example.org")
+    client = example_app(tmp_path).test_client()
+    assert client.get("/", headers={"Host": "app.example.org"}).status_code == 200
+    assert client.get("/", headers={"Host": "localhost"}).status_code == 400

@@ -369,7 +369,7 @@ def purge_expired(state: AppState, *, batch_size: int = 1000) -> int:
          <= now - timedelta(seconds=state.settings.lockout_duration)),
     ]
     db_session = state.db.session
-    total = 0
+    total = state.strategy.purge_expired()
     for table, key, condition in jobs:
         while True:
             ids = [r[0] for r in db_session.execute(select(key).where(condition).limit(batch_size))]

@@ -70,6 +70,14 @@ DEFAULTS: dict[str, Any] = {
     # Guardian's own pages may not be framed (clickjacking of the "End session" buttons,
     # OWASP Clickjacking cheat sheet): "DENY", "SAMEORIGIN", or None to send nothing.
     "GUARDIAN_FRAME_OPTIONS": "DENY",
+    # The redis strategy's server (redis-py URL: redis://, rediss:// or unix://).
+    "GUARDIAN_REDIS_URL": None,
+    # Every key flask-guardian writes starts with this, so several apps (or test runs)
+    # share one Redis without seeing each other's sessions.
+    "GUARDIAN_REDIS_PREFIX": "guardian:",
+    # Seconds a Redis connect or command may take: a session lookup is one GET that takes
+    # well under a millisecond, so a stalled Redis answers 503 in bounded time.
+    "GUARDIAN_REDIS_TIMEOUT": 2,
 }
 
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -135,6 +143,9 @@ class Settings:
     token_max_length: int
     #: ``(X-Frame-Options, Content-Security-Policy)`` for guardian's pages, or None.
     frame_headers: tuple[str, str] | None
+    redis_url: str | None
+    redis_prefix: str
+    redis_timeout: float
 
 
 def _get(config: Mapping[str, Any], key: str) -> Any:
@@ -486,7 +497,32 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_cache_size=_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
         token_max_length=_int(config, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
         frame_headers=_frame_headers(config),
+        redis_url=_redis_url(config),
+        redis_prefix=_redis_prefix(config),
+        redis_timeout=_seconds("GUARDIAN_REDIS_TIMEOUT", _get(config, "GUARDIAN_REDIS_TIMEOUT"),
+                               whole=False, minimum=0.01, maximum=300),
     )
+
+
+def _redis_url(config: Mapping[str, Any]) -> str | None:
+    key = "GUARDIAN_REDIS_URL"
+    value = _get(config, key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            key, f"expected a redis-py URL (redis://, rediss:// or unix://), got {value!r}"
+        )
+    return value
+
+
+def _redis_prefix(config: Mapping[str, Any]) -> str:
+    key = "GUARDIAN_REDIS_PREFIX"
+    value = _get(config, key)
+    if not isinstance(value, str) or not value or not value.isprintable() or " " in value:
+        raise ConfigurationError(key, f"expected a non-empty key prefix without spaces, "
+                                 f"got {value!r}")
+    return value
 
 
 def _frame_headers(config: Mapping[str, Any]) -> tuple[str, str] | None:

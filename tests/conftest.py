@@ -24,7 +24,10 @@ from sqlalchemy.engine import make_url
 
 from flask_guardian import Guardian, login_required, roles_required
 
-STRATEGIES = ["database", "jwt"]
+STRATEGIES = [
+    s.strip() for s in os.environ.get("GUARDIAN_TEST_STRATEGIES", "database,jwt,redis")
+    .split(",") if s.strip()
+]
 DATABASES = [
     d.strip() for d in os.environ.get("GUARDIAN_TEST_DATABASES", "sqlite,postgresql,mariadb")
     .split(",") if d.strip()
@@ -40,6 +43,7 @@ ADMIN_URLS = {
         "GUARDIAN_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
     ),
 }
+REDIS_URL = os.environ.get("GUARDIAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: This run's own database name on each server (pid plus random: unique per run).
 RUN_DATABASE = f"guardian_t{os.getpid()}_{secrets.token_hex(4)}"
 _created: set[str] = set()
@@ -80,8 +84,69 @@ def server_problem(name: str) -> str | None:
     return None
 
 
+@cache
+def redis_problem() -> str | None:
+    """None when the Redis server answers, else why not."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def require_redis() -> str:
+    """The URL of a reachable Redis, or skip (fail on CI) with the reason."""
+    problem = redis_problem()
+    if problem is not None:
+        message = f"Redis not usable at {REDIS_URL}: {problem}"
+        if ON_CI:
+            pytest.fail("CI=true requires it: " + message)
+        pytest.skip(message)
+    return REDIS_URL
+
+
+def redis_prefix() -> str:
+    """A key prefix of its own for one app: this run's name, then a random part, so two
+    runs (or two tests) sharing the server never see each other's keys."""
+    return f"{RUN_DATABASE}:{secrets.token_hex(4)}:"
+
+
+def strategy_config(strategy: str) -> dict[str, Any]:
+    """What an app needs beyond its database to run ``strategy`` in a test: for redis, the
+    server (skipped, or failed on CI, when it is not there) and a key prefix of its own."""
+    if strategy == "redis":
+        return {"GUARDIAN_REDIS_URL": require_redis(), "GUARDIAN_REDIS_PREFIX": redis_prefix()}
+    return {}
+
+
+def store_config(app: Flask) -> dict[str, Any]:
+    """The settings that name ``app``'s session store beyond its database (the redis
+    strategy's server and prefix): a second app given them shares the first's sessions,
+    as a second process would."""
+    keys = ("GUARDIAN_REDIS_URL", "GUARDIAN_REDIS_PREFIX")
+    return {k: app.config[k] for k in keys if k in app.config}
+
+
+def delete_redis_keys(prefix: str) -> None:
+    """Delete every key under ``prefix`` (this run's own: never another's)."""
+    if redis_problem() is not None:
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start:start + 500])
+    client.close()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Drop this run's databases (another run's are never touched)."""
+    """Drop this run's databases and Redis keys (another run's are never touched)."""
+    delete_redis_keys(RUN_DATABASE + ":")
     for name in sorted(_created):
         engine = create_engine(ADMIN_URLS[name], isolation_level="AUTOCOMMIT")
         force = " WITH (FORCE)" if name == "postgresql" else ""
@@ -141,6 +206,7 @@ def build_app(database_url: str, strategy: str, **config: Any) -> Flask:
     app = Flask("guardian_test_app")
     app.config.update(BASE_CONFIG)
     app.config.update(SQLALCHEMY_DATABASE_URI=database_url, SESSION_STRATEGY=strategy)
+    app.config.update(strategy_config(strategy))
     app.config.update(config)
     db = SQLAlchemy(app)
     guardian = Guardian(app, db=db)
@@ -191,6 +257,8 @@ def make_app(database_url: str, strategy: str) -> Iterator[AppFactory]:
     for app in apps:
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()
+        if app.config.get("SESSION_STRATEGY") == "redis":
+            delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import BASE_CONFIG, AppFactory
+from conftest import BASE_CONFIG, AppFactory, store_config
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from helpers import ADMIN, USER
@@ -187,7 +187,8 @@ def test_lockout_is_shared_by_every_process(
     # A second process: its own app, engine and Guardian on the same database.
     second = Flask("guardian_second_process")
     second.config.update(BASE_CONFIG, **LIMITS)
-    second.config.update(SQLALCHEMY_DATABASE_URI=database_url, SESSION_STRATEGY=strategy)
+    second.config.update(SQLALCHEMY_DATABASE_URI=database_url, SESSION_STRATEGY=strategy,
+                         **store_config(first))
     db = SQLAlchemy(second)
     Guardian(second, db=db)
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import BASE_CONFIG
+from conftest import BASE_CONFIG, strategy_config
 from flask import Flask, g
 from flask_sqlalchemy import SQLAlchemy
 from helpers import sign_in
@@ -19,7 +19,7 @@ from flask_guardian import Guardian, UserMixin, login_required
 def make_custom_app(database_url: str, strategy: str) -> tuple[Flask, Any, Any]:
     app = Flask("custom_user_app")
     app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI=database_url,
-                      SESSION_STRATEGY=strategy)
+                      SESSION_STRATEGY=strategy, **strategy_config(strategy))
     db = SQLAlchemy(app)
 
     class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]

@@ -9,17 +9,20 @@ from __future__ import annotations
 from .base import RequestInfo, SessionInfo, SessionStrategy
 from .database import DatabaseStrategy
 from .jwt import JWTStrategy
+from .redis import RedisStrategy
 
 #: The shipped strategies by ``SESSION_STRATEGY`` name.
 STRATEGIES: dict[str, type[SessionStrategy]] = {
     "database": DatabaseStrategy,
     "jwt": JWTStrategy,
+    "redis": RedisStrategy,
 }
 
 __all__ = [
     "STRATEGIES",
     "DatabaseStrategy",
     "JWTStrategy",
+    "RedisStrategy",
     "RequestInfo",
     "SessionInfo",
     "SessionStrategy",

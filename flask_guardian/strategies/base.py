@@ -279,6 +279,12 @@ class SessionStrategy(ABC):
             self._on_revoked(ids, user_id)
         return ids
 
+    def purge_expired(self) -> int:
+        """Delete what this strategy keeps outside the registry table and no longer needs;
+        returns how many entries went. (The registry rows are purged by
+        ``guardian.purge_expired``.)"""
+        return 0
+
     def revoke(self, session_ids: Iterable[str], user_id: int | None = None) -> list[str]:
         """End the named sessions (those of ``user_id`` only, when given). Does not
         commit. Returns the ids that were live."""

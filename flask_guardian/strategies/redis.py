@@ -1,0 +1,418 @@
+"""The redis strategy: sessions live in Redis (``SESSION_STRATEGY = "redis"``).
+
+The cookie holds an opaque random token (256 bits from ``secrets``), as with the database
+strategy; Redis stores the session under the SHA-256 of that token, never the token, with a
+time to live equal to the session's deadline, so Redis forgets a session the moment it
+ends. A request is one ``GET``. The user's data comes from the application's SQL users
+table: it is copied into the session at sign-in and read again at every refresh
+(``GUARDIAN_SESSION_UPDATE_AGE``), and a change made through the ORM (role, password,
+deactivation, deletion) reaches the user's sessions at once, when its transaction commits.
+
+Keys, all under ``GUARDIAN_REDIS_PREFIX`` (default ``"guardian:"``):
+
+- ``s:<sha256 of the token>``: the session record (a string, TTL = its deadline);
+- ``id:<session id>``: the digest of its token, so a session is found by its public id;
+- ``u:<user id>``: a hash of the user's session ids to their digests (the device list).
+
+redis-py keeps one connection pool per process and opens new connections in a forked
+child, so a pre-forking server is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from flask import Request
+from sqlalchemy import bindparam, event, select
+
+from ..errors import ConfigurationError, StorageUnavailable
+from ..models import utcnow
+from ..session import Session, SessionUser
+from .base import (
+    Loaded,
+    RequestInfo,
+    SessionInfo,
+    SessionStrategy,
+    client_agent,
+    ip_network,
+    new_session_id,
+    sha256_hex,
+)
+
+logger = logging.getLogger("flask_guardian")
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+#: Separates the fields of a record: a control character, which no stored field holds
+#: (emails, names, roles and user agents are printable by the time they are stored).
+_SEP = "\x1f"
+_VERSION = "1"
+#: At most this many records are kept worked out (one per live session making requests).
+_KNOWN_MAX = 4096
+
+
+class _Record:
+    """A session record, parsed once and kept while the stored bytes stay the same."""
+
+    __slots__ = ("absolute", "agent", "expires", "ip", "refresh_at", "session", "uniquifier")
+
+    def __init__(self, session: Session, uniquifier: str, refresh_at: float, expires: float,
+                 absolute: float, ip: str | None, agent: str | None) -> None:
+        self.session = session
+        self.uniquifier = uniquifier
+        self.refresh_at = refresh_at
+        self.expires = expires
+        self.absolute = absolute
+        self.ip = ip
+        self.agent = agent
+
+
+def _opt(value: str | None) -> str:
+    return "" if value is None else "+" + value
+
+
+def _unopt(value: str) -> str | None:
+    return value[1:] if value else None
+
+
+def encode_record(session_id: str, user: Any, uniquifier: str, created: float,
+                  last_seen: float, expires: float, absolute: float, ip: str | None,
+                  agent: str | None) -> str:
+    """The stored form of a session: its fields joined by a separator no field holds."""
+    return _SEP.join((
+        _VERSION, session_id, str(user.id), uniquifier, user.email, _opt(user.name),
+        user.role, repr(created), repr(last_seen), repr(expires), repr(absolute),
+        _opt(ip), _opt(agent),
+    ))
+
+
+class RedisStrategy(SessionStrategy):
+    """Server-side sessions in Redis: revocation is immediate in every process."""
+
+    name = "redis"
+    #: The configuration keys this strategy reads (validated in its constructor).
+    config_keys: ClassVar[tuple[str, ...]] = ("GUARDIAN_REDIS_URL", "GUARDIAN_REDIS_PREFIX")
+
+    def __init__(self, state: Any) -> None:
+        super().__init__(state)
+        settings = self.settings
+        if not settings.redis_url:
+            raise ConfigurationError(
+                "GUARDIAN_REDIS_URL",
+                "the redis strategy needs a redis-py URL (redis://, rediss:// or unix://)",
+            )
+        try:
+            import redis
+        except ImportError:  # pragma: no cover - the extra is not installed
+            raise ConfigurationError(
+                "SESSION_STRATEGY",
+                "the redis strategy needs redis-py: pip install 'flask-guardian-sessions[redis]'",
+            ) from None
+        self.redis: Any = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=settings.redis_timeout,
+            socket_timeout=settings.redis_timeout,
+            health_check_interval=30,
+        )
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        prefix = settings.redis_prefix
+        self._session_prefix = prefix + "s:"
+        self._id_prefix = prefix + "id:"
+        self._user_prefix = prefix + "u:"
+        self._known: dict[bytes, _Record] = {}
+        self._idle = float(settings.idle_timeout)
+        users = self.users
+        self._user_lookup = select(
+            users.c.email, users.c.name, users.c.role, users.c.uniquifier
+        ).where(users.c.id == bindparam("uid"), users.c.is_active.is_(True))
+        # A user change made through the ORM reaches Redis when its transaction commits
+        # (not before: a rolled-back change must not end or alter any session).
+        self._pending_key = f"guardian_redis_pending_{id(self)}"
+        event.listen(self.db.session, "after_commit", self._apply_pending)
+        event.listen(self.db.session, "after_rollback", self._drop_pending)
+
+    # -- the hot path ----------------------------------------------------------------
+
+    def load(self, token: str, request: Request) -> Loaded | None:
+        if _TOKEN_RE.fullmatch(token) is None:
+            return None  # cannot be a token we issued: no round trip
+        try:
+            raw = self.redis.get(self._session_prefix + sha256_hex(token))
+        except self._errors as exc:
+            raise _down(exc) from exc
+        if raw is None:
+            return None
+        record = self._known.get(raw)
+        if record is None:
+            record = self._parse(raw)
+            if record is None:
+                return None
+        now = time.time()
+        if record.expires <= now:
+            return None
+        session = record.session
+        if now >= record.refresh_at:
+            refreshed = self._refresh(token, record, now)
+            if refreshed is None:
+                return None
+            session = refreshed
+        agent_changed = request.environ.get("HTTP_USER_AGENT") != record.agent and (
+            client_agent(request) != record.agent
+        )
+        if (agent_changed or self.settings.monitor_ip_network) and not self.check_client(
+            session, request, agent_changed, ip_network(record.ip)
+        ):
+            return None
+        return session, None
+
+    def _parse(self, raw: bytes) -> _Record | None:
+        try:
+            (version, sid, user_id, uniquifier, email, name, role, created, last_seen,
+             expires, absolute, ip, agent) = raw.decode("utf-8").split(_SEP)
+            if version != _VERSION:
+                return None
+            expires_at = float(expires)
+            session = Session(
+                sid, SessionUser(int(user_id), email, _unopt(name), role),
+                datetime.fromtimestamp(expires_at, UTC), self.name,
+                datetime.fromtimestamp(float(created), UTC),
+            )
+            record = _Record(session, uniquifier, float(last_seen) + self.settings.update_age,
+                             expires_at, float(absolute), _unopt(ip), _unopt(agent))
+        except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+            return None  # not a record we wrote: treated as no session
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()
+        self._known[raw] = record
+        return record
+
+    def _refresh(self, token: str, record: _Record, now: float) -> Session | None:
+        """Re-read the user from the SQL table, move the idle deadline on (capped by the
+        absolute one) and write the record again: once per update age."""
+        session = record.session
+        # On a connection of its own: the application's db.session is left untouched.
+        with self.db.engine.connect() as connection:
+            row = connection.execute(self._user_lookup, {"uid": session.user.id}).first()
+        if row is None or row.uniquifier != record.uniquifier:
+            self._delete([(session.id, sha256_hex(token))], session.user.id)
+            return None
+        user = SessionUser(session.user.id, row.email, row.name, row.role)
+        expires = min(now + self._idle, record.absolute)
+        value = encode_record(session.id, user, record.uniquifier,
+                              session.auth_time.timestamp(), now, expires, record.absolute,
+                              record.ip, record.agent)
+        try:
+            self.redis.set(self._session_prefix + sha256_hex(token), value,
+                           pxat=int(expires * 1000), xx=True)
+        except self._errors as exc:
+            raise _down(exc) from exc
+        return Session(session.id, user, datetime.fromtimestamp(expires, UTC), self.name,
+                       session.auth_time)
+
+    # -- starting and ending sessions ------------------------------------------------
+
+    def issue(self, user: Any, info: RequestInfo, *,
+              auth_time: datetime | None = None) -> tuple[Session, str]:
+        token = secrets.token_urlsafe(32)
+        digest = sha256_hex(token)
+        now = utcnow()
+        auth_time = auth_time or now
+        expires_at, absolute = self._deadlines(now, auth_time)
+        session_id = new_session_id()
+        session_user = self._session_user(user)
+        value = encode_record(session_id, session_user, user.uniquifier,
+                              auth_time.timestamp(), now.timestamp(), expires_at.timestamp(),
+                              absolute.timestamp(), info.ip, info.user_agent)
+        at_ms = int(expires_at.timestamp() * 1000)
+        user_key = self._user_prefix + str(user.id)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(self._session_prefix + digest, value, pxat=at_ms)
+            pipe.set(self._id_prefix + session_id, digest,
+                     pxat=int(absolute.timestamp() * 1000))
+            pipe.hset(user_key, session_id, digest)
+            # The index lives as long as the longest session it lists.
+            pipe.expireat(user_key, int(absolute.timestamp()) + 1, gt=True)
+            pipe.expireat(user_key, int(absolute.timestamp()) + 1, nx=True)
+            pipe.execute()
+        except self._errors as exc:
+            raise _down(exc) from exc
+        session = Session(session_id, session_user, expires_at, self.name, auth_time)
+        return session, token
+
+    def _delete(self, pairs: Iterable[tuple[str, str]], user_id: int | None) -> list[str]:
+        """Delete sessions given as ``(id, digest)``; the ids of those that were live."""
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            for sid, digest in pairs:
+                pipe.delete(self._session_prefix + digest)
+                pipe.delete(self._id_prefix + sid)
+                if user_id is not None:
+                    pipe.hdel(self._user_prefix + str(user_id), sid)
+            results = pipe.execute()
+        except self._errors as exc:
+            raise _down(exc) from exc
+        step = 3 if user_id is not None else 2
+        return [sid for (sid, _), deleted in zip(pairs, results[::step], strict=True)
+                if deleted]
+
+    def _digests(self, session_ids: list[str], user_id: int | None) -> list[tuple[str, str]]:
+        try:
+            if user_id is not None:
+                found = self.redis.hmget(self._user_prefix + str(user_id), session_ids)
+            else:
+                found = self.redis.mget([self._id_prefix + sid for sid in session_ids])
+        except self._errors as exc:
+            raise _down(exc) from exc
+        return [(sid, digest.decode("ascii")) for sid, digest in zip(session_ids, found,
+                                                                      strict=True) if digest]
+
+    def revoke(self, session_ids: Iterable[str], user_id: int | None = None) -> list[str]:
+        ids = list(session_ids)
+        if not ids:
+            return []
+        if user_id is None:
+            # Find each session's user, to keep the device index tidy.
+            ended: list[str] = []
+            for sid, digest in self._digests(ids, None):
+                owner = self._owner(digest)
+                ended += self._delete([(sid, digest)], owner)
+            return ended
+        return self._delete(self._digests(ids, user_id), user_id)
+
+    def _owner(self, digest: str) -> int | None:
+        try:
+            raw = self.redis.get(self._session_prefix + digest)
+        except self._errors as exc:
+            raise _down(exc) from exc
+        if raw is None:
+            return None
+        record = self._known.get(raw) or self._parse(raw)
+        return record.session.user.id if record is not None else None
+
+    def _user_sessions(self, user_id: int) -> dict[str, str]:
+        try:
+            index = self.redis.hgetall(self._user_prefix + str(user_id))
+        except self._errors as exc:
+            raise _down(exc) from exc
+        return {sid.decode("ascii"): digest.decode("ascii") for sid, digest in index.items()}
+
+    def revoke_user(self, user_id: int, *, except_id: str | None = None) -> list[str]:
+        pairs = [(sid, d) for sid, d in self._user_sessions(user_id).items() if sid != except_id]
+        return self._delete(pairs, user_id)
+
+    # -- user changes ----------------------------------------------------------------
+
+    def on_user_changed(
+        self, db_session: Any, user_id: int, version: int, *, end: str | None,
+        keep: str | None = None,
+    ) -> list[str]:
+        """Ends (``end``) or marks for a re-read (role, name, email change) the user's
+        sessions once the transaction commits. Returns the ids it will end."""
+        index = self._user_sessions(user_id)
+        if end == "others" and keep is not None:
+            ending = {sid: d for sid, d in index.items() if sid != keep}
+        elif end is not None:
+            ending = index
+        else:
+            ending = {}
+        stale = {sid: d for sid, d in index.items() if sid not in ending}
+        pending = db_session.info.setdefault(self._pending_key, [])
+        pending.append((user_id, list(ending.items()), list(stale.values())))
+        return list(ending)
+
+    def _apply_pending(self, db_session: Any) -> None:
+        for user_id, ending, stale in db_session.info.pop(self._pending_key, []):
+            self._delete(ending, user_id)
+            self._expire_refresh(stale)
+
+    def _drop_pending(self, db_session: Any) -> None:
+        db_session.info.pop(self._pending_key, None)
+
+    def _expire_refresh(self, digests: list[str]) -> None:
+        """Make each session re-read its user on its next request (its refresh is due)."""
+        if not digests:
+            return
+        keys = [self._session_prefix + d for d in digests]
+        try:
+            raws = self.redis.mget(keys)
+            pipe = self.redis.pipeline(transaction=False)
+            for key, raw in zip(keys, raws, strict=True):
+                if raw is None:
+                    continue
+                fields = raw.decode("utf-8").split(_SEP)
+                fields[8] = repr(0.0)  # last seen long ago: the refresh is due
+                pipe.set(key, _SEP.join(fields), xx=True, keepttl=True)
+            pipe.execute()
+        except self._errors as exc:
+            raise _down(exc) from exc
+
+    def purge_expired(self) -> int:
+        """Drop device-index entries whose session has expired (Redis deletes the
+        sessions themselves at their deadline). Returns how many went."""
+        removed = 0
+        try:
+            for key in self.redis.scan_iter(match=self._user_prefix + "*", count=500):
+                index = self.redis.hgetall(key)
+                if not index:
+                    continue
+                digests = list(index.items())
+                alive = self.redis.mget([self._session_prefix + d.decode("ascii")
+                                         for _, d in digests])
+                gone = [sid for (sid, _), raw in zip(digests, alive, strict=True)
+                        if raw is None]
+                if gone:
+                    removed += int(self.redis.hdel(key, *gone))
+        except self._errors as exc:
+            raise _down(exc) from exc
+        return removed
+
+
+    def list(self, user_id: int, current_id: str | None) -> list[SessionInfo]:
+        index = self._user_sessions(user_id)
+        if not index:
+            return []
+        sids = list(index)
+        try:
+            raws = self.redis.mget([self._session_prefix + index[sid] for sid in sids])
+        except self._errors as exc:
+            raise _down(exc) from exc
+        now = time.time()
+        sessions: list[SessionInfo] = []
+        gone: list[str] = []
+        for sid, raw in zip(sids, raws, strict=True):
+            record = None if raw is None else (self._known.get(raw) or self._parse(raw))
+            if record is None or record.expires <= now or record.session.user.id != user_id:
+                gone.append(sid)
+                continue
+            last_seen = record.refresh_at - self.settings.update_age
+            sessions.append(SessionInfo(
+                sid, user_id, self.name, record.session.auth_time,
+                datetime.fromtimestamp(last_seen, UTC),
+                datetime.fromtimestamp(record.expires, UTC),
+                record.ip, record.agent, sid == current_id,
+            ))
+        if gone:
+            try:
+                self.redis.hdel(self._user_prefix + str(user_id), *gone)
+            except self._errors as exc:
+                raise _down(exc) from exc
+        sessions.sort(key=lambda s: s.last_seen_at, reverse=True)
+        return sessions
+
+
+def _down(exc: BaseException) -> StorageUnavailable:
+    """Redis could not be used (refused, cut, timed out): a 503 for this request, and one
+    log line with the cause, never a signed-in answer from stale data."""
+    logger.error("redis unavailable: %s: %s", type(exc).__name__, str(exc)[:300])
+    error = StorageUnavailable()
+    error.__cause__ = exc
+    return error

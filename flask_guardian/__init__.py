@@ -18,6 +18,7 @@ from .errors import (
     Forbidden,
     GuardianError,
     NotFound,
+    StorageUnavailable,
     Unauthorized,
 )
 from .extension import Guardian
@@ -44,6 +45,7 @@ __all__ = [
     "Settings",
     "SignInResult",
     "SignOutResult",
+    "StorageUnavailable",
     "Unauthorized",
     "UserMixin",
     "get_session",

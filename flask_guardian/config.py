@@ -65,6 +65,17 @@ DEFAULTS: dict[str, Any] = {
     "GUARDIAN_JWT_REVOCATION_INTERVAL": 5,
     "GUARDIAN_JWT_CACHE_SIZE": 4096,
     "GUARDIAN_TOKEN_MAX_LENGTH": 4096,
+    # Fail closed: when the revocation feed could not be read for longer than the interval
+    # (plus a grace), tokens are refused with a 503 rather than served unchecked. True
+    # keeps serving them during an outage, trading the revocation bound for availability.
+    "GUARDIAN_JWT_FAIL_OPEN": False,
+    # Seconds a new database connection may take (set on the engine unless the app sets
+    # its own connect_timeout): a database that accepts nothing costs seconds, not minutes.
+    "GUARDIAN_DB_CONNECT_TIMEOUT": 3,
+    # Seconds the extension's own reads (session lookup, revocation feed) may take, on the
+    # server (statement timeout) and on the client (read timeout): one indexed query needs
+    # milliseconds, so a stalled database yields a 503 in bounded time, not a hung worker.
+    "GUARDIAN_DB_STATEMENT_TIMEOUT": 2,
 }
 
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -128,6 +139,9 @@ class Settings:
     jwt_revocation_interval: float
     jwt_cache_size: int
     token_max_length: int
+    jwt_fail_open: bool = False
+    db_connect_timeout: float | None = 3.0
+    db_statement_timeout: float | None = 2.0
 
 
 def _get(config: Mapping[str, Any], key: str) -> Any:
@@ -139,6 +153,24 @@ def _int(config: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigurationError(key, f"expected a whole number >= {minimum}, got {value!r}")
     return value
+
+
+def _seconds_or_none(config: Mapping[str, Any], key: str) -> float | None:
+    """A timeout in seconds (int, float or timedelta, from 0.1 to 300), or None for none."""
+    from datetime import timedelta
+
+    value = _get(config, key)
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0.1 <= value <= 300
+    ):
+        raise ConfigurationError(
+            key, f"expected seconds from 0.1 to 300 (or None for no bound), got {value!r}"
+        )
+    return float(value)
 
 
 def _bool(config: Mapping[str, Any], key: str) -> bool:
@@ -395,6 +427,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
             "GUARDIAN_JWT_REVOCATION_INTERVAL", f"expected seconds from 0 to 300, got {interval!r}"
         )
 
+    bounds = {key: _seconds_or_none(config, key) for key in
+              ("GUARDIAN_DB_CONNECT_TIMEOUT", "GUARDIAN_DB_STATEMENT_TIMEOUT")}
+
     min_len = _int(config, "GUARDIAN_PASSWORD_MIN_LENGTH", minimum=1)
     max_len = _int(config, "GUARDIAN_PASSWORD_MAX_LENGTH", minimum=min_len)
     memory = _int(config, "GUARDIAN_ARGON2_MEMORY_COST", minimum=8)
@@ -438,4 +473,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_revocation_interval=float(interval),
         jwt_cache_size=_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
         token_max_length=_int(config, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
+        jwt_fail_open=_bool(config, "GUARDIAN_JWT_FAIL_OPEN"),
+        db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
+        db_statement_timeout=bounds["GUARDIAN_DB_STATEMENT_TIMEOUT"],
     )

@@ -58,7 +58,8 @@ class DatabaseStrategy(SessionStrategy):
                 u.c.is_active.is_(True),
             )
         )
-        self.reader = RowReader(self.db, self._lookup)
+        self.reader = RowReader(self.db, self._lookup, timeout=self.settings.db_statement_timeout,
+                                connect_timeout=self.settings.db_connect_timeout)
         self._touch = (
             update(s)
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None))

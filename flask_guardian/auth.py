@@ -19,6 +19,7 @@ from . import signals
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
+from .storage import is_storage_error, rollback_quietly, unavailable
 from .strategies.base import RequestInfo, ip_network, is_session_id
 
 if TYPE_CHECKING:
@@ -129,9 +130,39 @@ def sign_in(
     # One IPv6 host holds a whole /64: count the network, or the limit never bites.
     ip_key = "ip:" + ((ip_network(ip) or ip) if ":" in ip else ip)
 
-    attempts = state.throttle.hit(db_session, email_key)
-    from_ip = state.throttle.hit(db_session, ip_key)
-    db_session.commit()  # counted before any password is checked
+    try:
+        state.throttle.settle(state.db)  # attempts owed back since an earlier outage
+        attempts = state.throttle.hit(db_session, email_key)
+        from_ip = state.throttle.hit(db_session, ip_key)
+        db_session.commit()  # counted before any password is checked
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        rollback_quietly(state.db)  # not counted: nothing to give back
+        raise unavailable(exc, "sign-in") from exc
+    carried = g.get("session") if has_request_context() else None
+    try:
+        return _check_and_start(state, email, password, normalized, ip, target, attempts,
+                                from_ip, email_key, ip_key)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        # The outage is not the user's failure: the attempt counted above is given back
+        # (it was counted first, so parallel guesses still cannot pass the limit).
+        rollback_quietly(state.db)
+        if has_request_context():  # the new session was not stored: send no cookie for it
+            g.session = carried
+            g.pop("_guardian_cookie", None)
+        state.throttle.give_back(state.db, [email_key, ip_key])
+        raise unavailable(exc, "sign-in") from exc
+
+
+def _check_and_start(state: AppState, email: object, password: object, normalized: str,
+                     ip: str, target: str, attempts: int, from_ip: int, email_key: str,
+                     ip_key: str) -> SignInResult:
+    """The part of :func:`sign_in` after the attempt is counted."""
+    settings = state.settings
+    db_session = state.db.session
     if attempts > settings.max_login_attempts or from_ip > settings.ip_max_login_attempts:
         signals.sign_in_failed.send(_app(), email=normalized, reason="too_many_attempts", ip=ip)
         return SignInResult(False, "too_many_attempts", None, target)
@@ -177,8 +208,18 @@ def sign_out(*, redirect_url: object = None) -> SignOutResult:
     target = safe_redirect(redirect_url, state.settings.default_redirect)
     current: Session | None = g.get("session")
     if current is not None:
-        state.strategy.revoke([current.id], current.user.id)
-        state.db.session.commit()
+        try:
+            state.strategy.revoke([current.id], current.user.id)
+            state.db.session.commit()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            # Not signed out server-side: say so (503), and still make the browser forget
+            # the credential, so nobody believes a session ended that lives on.
+            rollback_quietly(state.db)
+            g.session = None
+            g._guardian_cookie = CLEAR
+            raise unavailable(exc, "sign-out") from exc
         signals.user_signed_out.send(_app(), session=current)
     g.session = None
     g._guardian_cookie = CLEAR

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql import Select
 
-from .storage import bound_connect
+from .storage import bound_engine, is_timeout
 
 #: Called with each SQL string the reader runs (tests count queries with it).
 StatementListener = Callable[[str], None]
@@ -136,7 +136,7 @@ class RowReader:
             cursor.close()
         except self._dbapi_error as exc:
             self._discard()
-            if _timed_out(exc):  # a stall: a second try would only double the wait
+            if is_timeout(exc):  # a stall: a second try would only double the wait
                 self._pause()
                 raise
             # A dropped connection (server restart, failover): retry once on a new one.
@@ -161,7 +161,7 @@ class RowReader:
             if self._engine is engine:
                 return  # another thread bound it first
             self.close_all()
-            bound_connect(engine, self._connect_timeout)
+            bound_engine(engine, self._connect_timeout)
             if isinstance(engine.pool, (StaticPool, SingletonThreadPool)):
                 self._sql = ""  # one shared connection: use the session
             else:
@@ -284,11 +284,3 @@ def _bound(conn: Any, dialect: Any, timeout: float) -> None:
             cursor.execute(f"SET SESSION max_execution_time = {max(1, int(timeout * 1000))}")
         cursor.close()
 
-
-def _timed_out(exc: BaseException) -> bool:
-    """True for a read that gave up waiting (psycopg's wait timeout, a socket timeout in
-    PyMySQL, the server's statement timeout)."""
-    text = f"{type(exc).__name__} {exc}".lower()
-    return "timeout" in text or "timed out" in text or "canceling statement" in text or (
-        "max_statement_time" in text
-    )

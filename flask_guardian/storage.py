@@ -15,7 +15,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from .errors import StorageUnavailable
@@ -83,22 +84,36 @@ def rollback_quietly(db: Any) -> None:
             db.session.close()
 
 
-def translate(where: str, db_of: Callable[[], Any]) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate a function that uses the database: an outage raised inside it becomes
-    :class:`StorageUnavailable` (after rolling ``db_of()``'s session back); anything
-    else passes through unchanged."""
+def is_timeout(exc: BaseException) -> bool:
+    """True for a statement that gave up waiting (psycopg's wait timeout, a socket timeout
+    in PyMySQL, the server's statement timeout): the database stalls, it is not gone."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "timeout" in text or "timed out" in text or "canceling statement" in text or (
+        "max_statement_time" in text
+    )
+
+
+def translate(
+    where: str, state_of: Callable[[], Any]
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a function that uses the database: its statements on the app's pool are
+    bounded (:func:`bounded`), and an outage raised inside it becomes
+    :class:`StorageUnavailable` (after rolling the session back); anything else passes
+    through unchanged. ``state_of()`` gives the app's ``AppState``."""
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            state = state_of()
             try:
-                return func(*args, **kwargs)
+                with bounded(state.settings.db_statement_timeout):
+                    return func(*args, **kwargs)
             except StorageUnavailable:
                 raise
             except Exception as exc:
                 if not is_storage_error(exc):
                     raise
-                rollback_quietly(db_of())
+                rollback_quietly(state.db)
                 raise unavailable(exc, where) from exc
 
         return wrapper
@@ -106,22 +121,91 @@ def translate(where: str, db_of: Callable[[], Any]) -> Callable[[Callable[P, R]]
     return decorate
 
 
-def bound_connect(engine: Any, connect_timeout: float | None) -> None:
-    """Give every new connection of ``engine`` a connect timeout unless the app set its
-    own: a database that accepts no connection then costs a request ``connect_timeout``
-    seconds, not the operating system's minutes. (Server dialects only.)"""
+#: Seconds each statement the extension runs on the app's pool may wait for the database
+#: (client side), while set; None (the default) leaves the app's own queries untouched.
+_limit: ContextVar[float | None] = ContextVar("flask_guardian_statement_limit", default=None)
+
+
+@contextlib.contextmanager
+def bounded(limit: float | None) -> Iterator[None]:
+    """Bound the extension's own statements on the app's pool (sign-in, sign-out,
+    refresh, device list) by ``limit`` seconds each, on the client: a server-side
+    statement timeout cannot notice a stalled network."""
+    token = _limit.set(limit)
+    try:
+        yield
+    finally:
+        _limit.reset(token)
+
+
+def bound_engine(engine: Any, connect_timeout: float | None) -> None:
+    """Make the app's engine boundable, once: new connections get a connect timeout
+    unless the app set its own (a database that accepts nothing costs seconds, not the
+    operating system's minutes), and pooled connections honour :func:`bounded`. (Server
+    dialects only; outside :func:`bounded` the app's queries are not changed.)"""
     from sqlalchemy import event
 
-    if connect_timeout is None or engine.dialect.name not in ("postgresql", "mysql", "mariadb"):
+    dialect = engine.dialect
+    if dialect.name not in ("postgresql", "mysql", "mariadb"):
         return
-    if getattr(engine, "_guardian_connect_bounded", False):
+    if getattr(engine, "_guardian_bounded", False):
         return
-    engine._guardian_connect_bounded = True
-    # psycopg takes whole seconds (libpq, minimum 2); PyMySQL any positive number.
-    value: float = max(2, round(connect_timeout)) if engine.dialect.name == "postgresql" else (
-        connect_timeout
-    )
+    engine._guardian_bounded = True
+    if connect_timeout is not None:
+        # psycopg takes whole seconds (libpq, minimum 2); PyMySQL any positive number.
+        value: float = max(2, round(connect_timeout)) if dialect.name == "postgresql" else (
+            connect_timeout
+        )
 
-    @event.listens_for(engine, "do_connect")
-    def _connect_timeout(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
-        cparams.setdefault("connect_timeout", value)
+        pymysql = getattr(dialect, "driver", "") == "pymysql"
+
+        @event.listens_for(engine, "do_connect")
+        def _connect_timeout(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
+            cparams.setdefault("connect_timeout", value)
+            if pymysql and "read_timeout" not in cparams:
+                # PyMySQL's connect_timeout ends at the TCP connect; the handshake after
+                # it reads with read_timeout: bound it too, then give the app back its
+                # own (none) once connected (below).
+                cparams["read_timeout"] = cparams["write_timeout"] = value
+                conn_rec.info["guardian_handshake_bound"] = True
+
+        @event.listens_for(engine, "connect")
+        def _handshake_done(dbapi_conn: Any, conn_rec: Any) -> None:
+            if conn_rec.info.pop("guardian_handshake_bound", False):
+                dbapi_conn._read_timeout = dbapi_conn._write_timeout = None
+
+    driver = getattr(dialect, "driver", "")
+    if driver == "psycopg":
+        event.listen(engine, "checkout", _psycopg_checkout)
+    elif driver == "pymysql":
+        event.listen(engine, "checkout", _pymysql_checkout)
+        event.listen(engine, "checkin", _pymysql_checkin)
+
+
+def _psycopg_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    """psycopg 3 has no socket timeout, but its ``wait()`` takes a deadline per
+    statement: pass the current :func:`bounded` limit (None outside it: unchanged)."""
+    if "wait" in vars(dbapi_conn) or not hasattr(dbapi_conn, "wait"):
+        return  # wrapped already
+    wait = dbapi_conn.wait
+
+    def limited_wait(gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        return wait(gen, interval, _limit.get() if timeout is None else timeout)
+
+    dbapi_conn.wait = limited_wait
+
+
+def _pymysql_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+    """PyMySQL reads its socket timeouts from the connection: set them for a checkout
+    made inside :func:`bounded`, put the app's back at check-in."""
+    limit = _limit.get()
+    if limit is None or not hasattr(dbapi_conn, "_read_timeout"):
+        return
+    record.info["guardian_timeouts"] = (dbapi_conn._read_timeout, dbapi_conn._write_timeout)
+    dbapi_conn._read_timeout = dbapi_conn._write_timeout = limit
+
+
+def _pymysql_checkin(dbapi_conn: Any, record: Any) -> None:
+    saved = record.info.pop("guardian_timeouts", None)
+    if saved is not None and dbapi_conn is not None:
+        dbapi_conn._read_timeout, dbapi_conn._write_timeout = saved

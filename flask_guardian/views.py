@@ -19,12 +19,8 @@ from .storage import translate
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
 
 
-def _db() -> Any:
-    return get_state().db
-
-
-#: The device-list views read and write the registry: an outage there is a 503.
-storage_guard = translate("device list", _db)
+#: The device-list views read and write the registry: bounded, and an outage is a 503.
+storage_guard = translate("device list", get_state)
 
 
 def wants_json() -> bool:

@@ -6,10 +6,12 @@ Every state change commits the application's ``db.session``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from flask import current_app, g, has_request_context, request
 from sqlalchemy import delete, select, update
@@ -19,7 +21,7 @@ from . import signals
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
-from .storage import is_storage_error, rollback_quietly, unavailable
+from .storage import bounded, is_storage_error, is_timeout, rollback_quietly, unavailable
 from .strategies.base import RequestInfo, ip_network, is_session_id
 
 if TYPE_CHECKING:
@@ -105,10 +107,28 @@ def authenticate(state: AppState, email: object, password: object) -> tuple[Any 
     return user, "ok"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _bounded(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` with the extension's statements on the app's pool bounded by
+    ``GUARDIAN_DB_STATEMENT_TIMEOUT`` each (a stalled database yields a 503 in bounded
+    time, not a hung worker)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with bounded(_state().settings.db_statement_timeout):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def _client_ip() -> str:
     return (request.remote_addr or "unknown") if has_request_context() else "local"
 
 
+@_bounded
 def sign_in(
     provider: str, *, email: object, password: object, redirect_url: object = None
 ) -> SignInResult:
@@ -153,7 +173,8 @@ def sign_in(
         if has_request_context():  # the new session was not stored: send no cookie for it
             g.session = carried
             g.pop("_guardian_cookie", None)
-        state.throttle.give_back(state.db, [email_key, ip_key])
+        # A stalled database would stall the give-back too: owe it at once instead.
+        state.throttle.give_back(state.db, [email_key, ip_key], now=not is_timeout(exc))
         raise unavailable(exc, "sign-in") from exc
 
 
@@ -199,6 +220,7 @@ def _start_session(state: AppState, user: Any, auth_time: Any = None) -> Session
     return session
 
 
+@_bounded
 def sign_out(*, redirect_url: object = None) -> SignOutResult:
     """End the current session server-side (both strategies: a replayed cookie or token
     is anonymous afterwards) and clear the cookie."""

@@ -100,12 +100,16 @@ class LoginThrottle:
         self._owed: list[str] = []
         self._owed_lock = threading.Lock()
 
-    def give_back(self, db: Any, keys: list[str]) -> None:
+    def give_back(self, db: Any, keys: list[str], *, now: bool = True) -> None:
         """Take back one attempt for each of ``keys``: a sign-in that ended in a storage
         error is not a failure of the user's, and must not lock them out. When the
         database cannot take it back now, it is owed and settled by :meth:`settle` on a
-        later sign-in, so a fault never inflates a count for long."""
+        later sign-in, so a fault never inflates a count for long. ``now=False`` owes them
+        without trying (the database just timed out)."""
         with self._owed_lock:
+            if not now:
+                self._owed = (self._owed + keys)[-OWED_MAX:]
+                return
             owed, self._owed = self._owed + keys, []
         try:
             for key in owed:

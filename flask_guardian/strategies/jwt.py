@@ -32,7 +32,7 @@ from sqlalchemy import bindparam, select, update
 from ..lookup import RowReader, as_utc
 from ..models import utcnow
 from ..session import Session, SessionUser
-from ..storage import is_storage_error, unavailable
+from ..storage import bounded, is_storage_error, unavailable
 from .base import (
     BEARER_MARK,
     Loaded,
@@ -288,17 +288,22 @@ class JWTStrategy(SessionStrategy):
     ) -> Loaded | None:
         """Re-read the registry row and the user, and re-issue the token with fresh claims
         and a new idle deadline. Runs when the update age has passed or the user changed."""
-        row = self.db.session.execute(self._registry_lookup, {"sid": session.id}).first()
-        now = utcnow().replace(microsecond=0)
-        if row is None or row.expires_at <= now:
-            self._revoked[session.id] = time.time() + self.settings.max_age
-            return None
-        if self._versions.get(row.id, 0) > row.session_version:
-            self._versions[row.id] = row.session_version  # the database is the truth
-        expires = min(now + timedelta(seconds=self.settings.idle_timeout),
-                      row.absolute_expires_at)
-        self.db.session.execute(self._touch, {"sid": session.id, "now": now, "expires": expires})
-        self.db.session.commit()
+        db_session = self.db.session
+        with bounded(self.settings.db_statement_timeout):  # a stall: a 503, not a hang
+            row = db_session.execute(self._registry_lookup, {"sid": session.id}).first()
+            now = utcnow().replace(microsecond=0)
+            if row is None or row.expires_at <= now:
+                # End the read: no transaction is left for the teardown to roll back.
+                db_session.commit()
+                self._revoked[session.id] = time.time() + self.settings.max_age
+                return None
+            if self._versions.get(row.id, 0) > row.session_version:
+                self._versions[row.id] = row.session_version  # the database is the truth
+            expires = min(now + timedelta(seconds=self.settings.idle_timeout),
+                          row.absolute_expires_at)
+            db_session.execute(self._touch, {"sid": session.id, "now": now,
+                                             "expires": expires})
+            db_session.commit()
         user = SessionUser(row.id, row.email, row.name, row.role)
         token, issued_at = self._encode(session.id, user, row.session_version, row.created_at,
                                         expires, row.user_agent, row.ip)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import USER, AppFactory, ProxiedDatabase, db_of
+from conftest import ADMIN, USER, AppFactory, ProxiedDatabase, db_of
 from flask import Flask
 from helpers import cookie_name, csrf_token, session_cookie, set_cookie_headers, sign_in, sign_in_ok
 from sqlalchemy import exc as sa_exc
@@ -256,6 +256,12 @@ def test_stalled_database_answers_503_within_the_bound(
         if strategy == "jwt":  # steady state: the cached token needs no database
             steady = worker.call(lambda: client.get("/api/me", headers=JSON))
             assert steady.status_code == 200
+        # Writes on the app's pool are bounded by the extension too.
+        other = app.test_client()
+        token = worker.call(lambda: csrf_token(other))
+        response = worker.call(lambda: other.post(
+            "/auth/signin", json={"email": ADMIN[0], "password": ADMIN[1], "csrf_token": token}))
+        assert_unavailable(response, json=True)
         with later(10):
             for _ in range(3):
                 response = worker.call(lambda: client.get("/api/me", headers=JSON))

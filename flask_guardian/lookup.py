@@ -34,7 +34,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.sql import Select
 
-from .storage import bound_engine, is_timeout
+from .storage import bound_engine, deadline_wait, is_timeout
 
 #: Called with each SQL string the reader runs (tests count queries with it).
 StatementListener = Callable[[str], None]
@@ -264,14 +264,8 @@ def _bound(conn: Any, dialect: Any, timeout: float) -> None:
         cursor.close()
         # psycopg 3 has no socket read timeout; its wait() takes a deadline per call, which
         # this connection (and only it) now passes on every query.
-        wait = getattr(conn, "wait", None)
-        if wait is not None:
-            limit = timeout
-
-            def bounded_wait(gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-                return wait(gen, interval, limit if timeout is None else timeout)
-
-            conn.wait = bounded_wait
+        if hasattr(conn, "wait"):
+            deadline_wait(conn, lambda: timeout)
     elif name in ("mysql", "mariadb"):
         # PyMySQL applies these to the socket before each read and write.
         if hasattr(conn, "_read_timeout"):

@@ -185,14 +185,27 @@ def bound_engine(engine: Any, connect_timeout: float | None) -> None:
 def _psycopg_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
     """psycopg 3 has no socket timeout, but its ``wait()`` takes a deadline per
     statement: pass the current :func:`bounded` limit (None outside it: unchanged)."""
-    if "wait" in vars(dbapi_conn) or not hasattr(dbapi_conn, "wait"):
-        return  # wrapped already
-    wait = dbapi_conn.wait
+    if "wait" not in vars(dbapi_conn) and hasattr(dbapi_conn, "wait"):
+        deadline_wait(dbapi_conn, _limit.get)
+
+
+def deadline_wait(conn: Any, limit: Callable[[], float | None]) -> None:
+    """Make the psycopg 3 connection ``conn`` give up a statement after ``limit()``
+    seconds (None: no deadline). A connection that gave up is mid-protocol and useless:
+    it is closed at once, so SQLAlchemy sees a disconnect and discards it instead of
+    trying (and logging a traceback for) a rollback on it."""
+    wait = conn.wait
 
     def limited_wait(gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        return wait(gen, interval, _limit.get() if timeout is None else timeout)
+        try:
+            return wait(gen, interval, limit() if timeout is None else timeout)
+        except Exception as exc:
+            if type(exc).__name__ == "_WaitTimeout":
+                with contextlib.suppress(Exception):
+                    conn.close()
+            raise
 
-    dbapi_conn.wait = limited_wait
+    conn.wait = limited_wait
 
 
 def _pymysql_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:

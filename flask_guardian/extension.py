@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import (
     Flask,
@@ -217,7 +217,7 @@ def _make_before_request(state: AppState) -> Callable[[], None]:
 
 
 def _outage(state: AppState, exc: Exception, endpoint: str | None,
-            values: dict[str, Any]) -> None:
+            values: dict[str, Any]) -> NoReturn:
     """The session could not be loaded because the database is unavailable: answer 503
     (never the driver's exception, never a 500), with nothing decided about the session.
     The cookie stays, so the user is still signed in once the database is back, except on

@@ -70,6 +70,17 @@ DEFAULTS: dict[str, Any] = {
     # Guardian's own pages may not be framed (clickjacking of the "End session" buttons,
     # OWASP Clickjacking cheat sheet): "DENY", "SAMEORIGIN", or None to send nothing.
     "GUARDIAN_FRAME_OPTIONS": "DENY",
+    # Fail closed: when the revocation feed could not be read for longer than the interval
+    # (plus a grace), tokens are refused with a 503 rather than served unchecked. True
+    # keeps serving them during an outage, trading the revocation bound for availability.
+    "GUARDIAN_JWT_FAIL_OPEN": False,
+    # Seconds a new database connection may take (set on the engine unless the app sets
+    # its own connect_timeout): a database that accepts nothing costs seconds, not minutes.
+    "GUARDIAN_DB_CONNECT_TIMEOUT": 3,
+    # Seconds the extension's own reads (session lookup, revocation feed) may take, on the
+    # server (statement timeout) and on the client (read timeout): one indexed query needs
+    # milliseconds, so a stalled database yields a 503 in bounded time, not a hung worker.
+    "GUARDIAN_DB_STATEMENT_TIMEOUT": 2,
 }
 
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -135,6 +146,9 @@ class Settings:
     token_max_length: int
     #: ``(X-Frame-Options, Content-Security-Policy)`` for guardian's pages, or None.
     frame_headers: tuple[str, str] | None
+    jwt_fail_open: bool = False
+    db_connect_timeout: float | None = 3.0
+    db_statement_timeout: float | None = 2.0
 
 
 def _get(config: Mapping[str, Any], key: str) -> Any:
@@ -188,6 +202,22 @@ def _check_known_keys(config: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md"
             raise ConfigurationError(key, f"not a flask-guardian setting; {hint}")
+def _seconds_or_none(config: Mapping[str, Any], key: str) -> float | None:
+    """A timeout in seconds (int, float or timedelta, from 0.1 to 300), or None for none."""
+    from datetime import timedelta
+
+    value = _get(config, key)
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0.1 <= value <= 300
+    ):
+        raise ConfigurationError(
+            key, f"expected seconds from 0.1 to 300 (or None for no bound), got {value!r}"
+        )
+    return float(value)
 
 
 def _bool(config: Mapping[str, Any], key: str) -> bool:
@@ -442,6 +472,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         whole=False, maximum=300,
     )
 
+    bounds = {key: _seconds_or_none(config, key) for key in
+              ("GUARDIAN_DB_CONNECT_TIMEOUT", "GUARDIAN_DB_STATEMENT_TIMEOUT")}
+
     min_len = _int(config, "GUARDIAN_PASSWORD_MIN_LENGTH", minimum=1)
     max_len = _int(config, "GUARDIAN_PASSWORD_MAX_LENGTH", minimum=min_len)
     memory = _int(config, "GUARDIAN_ARGON2_MEMORY_COST", minimum=8)
@@ -486,6 +519,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_cache_size=_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
         token_max_length=_int(config, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
         frame_headers=_frame_headers(config),
+        jwt_fail_open=_bool(config, "GUARDIAN_JWT_FAIL_OPEN"),
+        db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
+        db_statement_timeout=bounds["GUARDIAN_DB_STATEMENT_TIMEOUT"],
     )
 
 

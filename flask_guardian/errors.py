@@ -71,3 +71,17 @@ class NotFound(AuthError):
     status_code = 404
     code = "not_found"
     default_message = "Not found."
+
+
+class StorageUnavailable(AuthError):
+    """The session store could not be reached in time (database down, refusing, stalled
+    or cut mid-request). Answered 503 with ``Retry-After``: the request may succeed once
+    the database is back, and nothing about the session was decided (it is neither
+    signed in nor signed out). Raised instead of the driver's own exception, so an app
+    handles every outage with one ``errorhandler(StorageUnavailable)``."""
+
+    status_code = 503
+    code = "storage_unavailable"
+    default_message = "The service is briefly unavailable. Try again in a few seconds."
+    #: Seconds sent in ``Retry-After``.
+    retry_after = 5

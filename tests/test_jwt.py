@@ -108,6 +108,24 @@ def test_alg_none_is_refused(app: Flask) -> None:
     assert request_with(app, unsigned, bearer=True).status_code == 401
 
 
+# The test secret is shorter than PyJWT recommends for SHA-384/512: only the forger uses it.
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+@pytest.mark.parametrize("bearer", [False, True], ids=["cookie", "bearer"])
+def test_token_signed_with_the_right_secret_but_another_algorithm_is_refused(
+    app: Flask, bearer: bool
+) -> None:
+    """The algorithm allow-list is pinned (HS256 here): a token signed with the configured
+    secret under HS512 is refused, although its signature checks out under the algorithm
+    its own header names. The same claims signed HS256 are accepted, so the algorithm is
+    the only reason for the refusal."""
+    claims = claims_of(signed_in_token(app))
+    assert request_with(app, forge(claims, algorithm="HS256"), bearer=bearer).status_code == 200
+    for algorithm in ("HS512", "HS384"):
+        other = forge(claims, algorithm=algorithm)
+        assert pyjwt.get_unverified_header(other)["alg"] == algorithm
+        assert request_with(app, other, bearer=bearer).status_code == 401, algorithm
+
+
 def test_token_signed_with_another_key_is_refused(app: Flask) -> None:
     claims = claims_of(signed_in_token(app))
     assert request_with(app, forge(claims, key="another-secret-" + "y" * 32)).status_code == 401

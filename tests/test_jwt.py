@@ -12,7 +12,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 import time_machine
-from conftest import JWT_SECRET, AppFactory, QueryCounter
+from conftest import JWT_SECRET, AppFactory, QueryCounter, guardian_of
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask
@@ -270,6 +270,30 @@ def test_malformed_authorization_header_is_anonymous(app: Flask, header: str) ->
     response = client.get("/api/me", headers={"Authorization": header,
                                               "Accept": "application/json"})
     assert response.status_code == 401
+
+
+def test_valid_token_longer_than_the_length_limit_is_refused(make_app: AppFactory) -> None:
+    """GUARDIAN_TOKEN_MAX_LENGTH bounds what is parsed at all: a token we issued, valid in
+    every other way, is refused as a bearer token and as a cookie once it is longer than
+    the limit, and accepted again by a limit that fits it."""
+    app = make_app()
+    with app.app_context():
+        guardian_of(app).create_user("long.name@example.com", "long-name-password-1",
+                                     name="N" * 200)
+    client = app.test_client()
+    sign_in_ok(client, ("long.name@example.com", "long-name-password-1"))
+    token = session_cookie(client, app)
+    assert token is not None
+    assert len(token) > 2 * 256  # the long name makes long claims
+    for bearer in (False, True):
+        assert request_with(app, token, bearer=bearer).status_code == 200  # 4096 by default
+    fits = make_app(GUARDIAN_TOKEN_MAX_LENGTH=len(token))
+    too_small = make_app(GUARDIAN_TOKEN_MAX_LENGTH=len(token) - 1)
+    smallest = make_app(GUARDIAN_TOKEN_MAX_LENGTH=256)
+    for bearer in (False, True):
+        assert request_with(fits, token, bearer=bearer).status_code == 200
+        assert request_with(too_small, token, bearer=bearer).status_code == 401
+        assert request_with(smallest, token, bearer=bearer).status_code == 401
 
 
 def test_other_authorization_schemes_leave_the_cookie_in_charge(app: Flask) -> None:

@@ -16,7 +16,7 @@ from conftest import JWT_SECRET, AppFactory, QueryCounter, guardian_of
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask
-from helpers import USER, cookie_name, session_cookie, sign_in, sign_in_ok
+from helpers import USER, cookie_name, session_cookie, sign_in, sign_in_ok, sign_out
 
 
 @pytest.fixture(params=["jwt"])
@@ -294,6 +294,33 @@ def test_valid_token_longer_than_the_length_limit_is_refused(make_app: AppFactor
         assert request_with(fits, token, bearer=bearer).status_code == 200
         assert request_with(too_small, token, bearer=bearer).status_code == 401
         assert request_with(smallest, token, bearer=bearer).status_code == 401
+
+
+def test_sign_out_in_one_app_is_refused_by_another_sharing_the_database(
+    make_app: AppFactory,
+) -> None:
+    """Two processes in one: two Flask apps, two Guardian instances, two SQLAlchemy
+    objects on one database, with GUARDIAN_JWT_REVOCATION_INTERVAL = 0. A token the
+    second app has verified (and cached) is refused by it once the first signs it out:
+    the revocation reaches it through the database's revocation feed, not through memory
+    the two share."""
+    first = make_app(GUARDIAN_JWT_REVOCATION_INTERVAL=0)
+    second = make_app(GUARDIAN_JWT_REVOCATION_INTERVAL=0)
+    assert guardian_of(first) is not guardian_of(second)
+    assert first.extensions["sqlalchemy"] is not second.extensions["sqlalchemy"]
+    assert first.extensions["guardian_state"].strategy is not (
+        second.extensions["guardian_state"].strategy
+    )
+    client = first.test_client()
+    sign_in_ok(client)
+    token = session_cookie(client, first)
+    assert token
+    for bearer in (False, True):
+        assert request_with(second, token, bearer=bearer).status_code == 200
+    assert sign_out(client).status_code == 303
+    assert request_with(first, token).status_code == 401
+    for bearer in (False, True):
+        assert request_with(second, token, bearer=bearer).status_code == 401
 
 
 def test_other_authorization_schemes_leave_the_cookie_in_charge(app: Flask) -> None:

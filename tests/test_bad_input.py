@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from conftest import QueryCounter, db_of, guardian_of
@@ -106,6 +107,31 @@ def test_sql_looking_session_ids_are_404(client: Any, session_id: str) -> None:
                                     "Accept": "application/json"})
     assert response.status_code == 404
     assert client.get("/auth/session").get_json() is not None
+
+
+@pytest.mark.parametrize("session_id", ["' OR 1=1 --", "x" * 500, "%00", "A" * 21 + "!"])
+def test_malformed_session_ids_never_reach_a_query(app: Flask, session_id: str) -> None:
+    """A session id that cannot be one we issued (22 URL-safe characters) is refused
+    before any statement sees it, as a malformed cookie is."""
+    client = app.test_client()
+    sign_in_ok(client)
+    token = csrf_token(client)
+    with app.app_context():
+        engine = db_of(app).engine
+    seen: list[tuple[str, list[Any]]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        seen.append((statement, _values(parameters)))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.post(f"/auth/sessions/{session_id}/revoke",
+                               headers={"X-CSRF-Token": token, "Accept": "application/json"})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 404
+    for statement, values in seen:
+        assert unquote(session_id) not in values, statement  # as the route received it
 
 
 def test_form_signin_with_missing_fields_is_400(client: Any) -> None:

@@ -19,6 +19,7 @@ from .errors import (
     Forbidden,
     GuardianError,
     NotFound,
+    StorageUnavailable,
     Unauthorized,
 )
 from .extension import Guardian
@@ -45,6 +46,7 @@ __all__ = [
     "Settings",
     "SignInResult",
     "SignOutResult",
+    "StorageUnavailable",
     "Unauthorized",
     "UserMixin",
     "get_session",

@@ -6,12 +6,14 @@ Every state change commits the application's ``db.session``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, g, has_request_context, request
@@ -19,10 +21,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
-from .credentials import hash_kind
+from .credentials import Attempts, hash_kind
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
+from .storage import bounded, is_storage_error, is_timeout, rollback_quietly, unavailable
 from .strategies.base import RequestInfo, is_session_id, throttle_key
 
 if TYPE_CHECKING:
@@ -114,10 +117,28 @@ def authenticate(state: AppState, email: object, password: object) -> tuple[Any 
     return user, "ok"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _bounded(func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` with the extension's statements on the app's pool bounded by
+    ``GUARDIAN_DB_STATEMENT_TIMEOUT`` each (a stalled database yields a 503 in bounded
+    time, not a hung worker)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with bounded(_state().settings.db_statement_timeout):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def _client_ip() -> str:
     return (request.remote_addr or "unknown") if has_request_context() else "local"
 
 
+@_bounded
 def sign_in(
     provider: str, *, email: object, password: object, redirect_url: object = None
 ) -> SignInResult:
@@ -138,9 +159,40 @@ def sign_in(
     email_key = "email:" + hashlib.sha256(normalized.encode("utf-8", "replace")).hexdigest()
     ip_key = throttle_key(ip)
 
-    attempts = state.throttle.hit(db_session, email_key)
-    from_ip = state.throttle.hit(db_session, ip_key)
-    db_session.commit()  # counted before any password is checked
+    try:
+        state.throttle.settle(state.db)  # attempts owed back since an earlier outage
+        attempts = state.throttle.hit(db_session, email_key)
+        from_ip = state.throttle.hit(db_session, ip_key)
+        db_session.commit()  # counted before any password is checked
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        rollback_quietly(state.db)  # not counted: nothing to give back
+        raise unavailable(exc, "sign-in") from exc
+    carried = g.get("session") if has_request_context() else None
+    try:
+        return _check_and_start(state, email, password, normalized, ip, target, attempts,
+                                from_ip, email_key, ip_key)
+    except Exception as exc:
+        if not is_storage_error(exc):
+            raise
+        # The outage is not the user's failure: the attempt counted above is given back
+        # (it was counted first, so parallel guesses still cannot pass the limit).
+        rollback_quietly(state.db)
+        if has_request_context():  # the new session was not stored: send no cookie for it
+            g.session = carried
+            g.pop("_guardian_cookie", None)
+        # A stalled database would stall the give-back too: owe it at once instead.
+        state.throttle.give_back(state.db, [email_key, ip_key], now=not is_timeout(exc))
+        raise unavailable(exc, "sign-in") from exc
+
+
+def _check_and_start(state: AppState, email: object, password: object, normalized: str,
+                     ip: str, target: str, attempts: Attempts, from_ip: Attempts,
+                     email_key: str, ip_key: str) -> SignInResult:
+    """The part of :func:`sign_in` after the attempt is counted."""
+    settings = state.settings
+    db_session = state.db.session
     locked = [a.window_ends for a, limit in ((attempts, settings.max_login_attempts),
                                              (from_ip, settings.ip_max_login_attempts))
               if a.failures > limit]
@@ -181,6 +233,7 @@ def _start_session(state: AppState, user: Any, auth_time: Any = None) -> Session
     return session
 
 
+@_bounded
 def sign_out(*, redirect_url: object = None) -> SignOutResult:
     """End the current session server-side (both strategies: a replayed cookie or token
     is anonymous afterwards) and clear the cookie."""
@@ -190,8 +243,18 @@ def sign_out(*, redirect_url: object = None) -> SignOutResult:
     target = safe_redirect(redirect_url, state.settings.default_redirect)
     current: Session | None = g.get("session")
     if current is not None:
-        state.strategy.revoke([current.id], current.user.id)
-        state.db.session.commit()
+        try:
+            state.strategy.revoke([current.id], current.user.id)
+            state.db.session.commit()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            # Not signed out server-side: say so (503), and still make the browser forget
+            # the credential, so nobody believes a session ended that lives on.
+            rollback_quietly(state.db)
+            g.session = None
+            g._guardian_cookie = CLEAR
+            raise unavailable(exc, "sign-out") from exc
         signals.user_signed_out.send(_app(), session=current)
     g.session = None
     g._guardian_cookie = CLEAR

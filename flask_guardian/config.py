@@ -78,6 +78,17 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a Redis connect or command may take: a session lookup is one GET that takes
     # well under a millisecond, so a stalled Redis answers 503 in bounded time.
     "GUARDIAN_REDIS_TIMEOUT": 2,
+    # Fail closed: when the revocation feed could not be read for longer than the interval
+    # (plus a grace), tokens are refused with a 503 rather than served unchecked. True
+    # keeps serving them during an outage, trading the revocation bound for availability.
+    "GUARDIAN_JWT_FAIL_OPEN": False,
+    # Seconds a new database connection may take (set on the engine unless the app sets
+    # its own connect_timeout): a database that accepts nothing costs seconds, not minutes.
+    "GUARDIAN_DB_CONNECT_TIMEOUT": 3,
+    # Seconds the extension's own reads (session lookup, revocation feed) may take, on the
+    # server (statement timeout) and on the client (read timeout): one indexed query needs
+    # milliseconds, so a stalled database yields a 503 in bounded time, not a hung worker.
+    "GUARDIAN_DB_STATEMENT_TIMEOUT": 2,
 }
 
 SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -146,6 +157,9 @@ class Settings:
     redis_url: str | None
     redis_prefix: str
     redis_timeout: float
+    jwt_fail_open: bool = False
+    db_connect_timeout: float | None = 3.0
+    db_statement_timeout: float | None = 2.0
 
 
 def _get(config: Mapping[str, Any], key: str) -> Any:
@@ -199,6 +213,22 @@ def _check_known_keys(config: Mapping[str, Any]) -> None:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md"
             raise ConfigurationError(key, f"not a flask-guardian setting; {hint}")
+def _seconds_or_none(config: Mapping[str, Any], key: str) -> float | None:
+    """A timeout in seconds (int, float or timedelta, from 0.1 to 300), or None for none."""
+    from datetime import timedelta
+
+    value = _get(config, key)
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0.1 <= value <= 300
+    ):
+        raise ConfigurationError(
+            key, f"expected seconds from 0.1 to 300 (or None for no bound), got {value!r}"
+        )
+    return float(value)
 
 
 def _bool(config: Mapping[str, Any], key: str) -> bool:
@@ -453,6 +483,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         whole=False, maximum=300,
     )
 
+    bounds = {key: _seconds_or_none(config, key) for key in
+              ("GUARDIAN_DB_CONNECT_TIMEOUT", "GUARDIAN_DB_STATEMENT_TIMEOUT")}
+
     min_len = _int(config, "GUARDIAN_PASSWORD_MIN_LENGTH", minimum=1)
     max_len = _int(config, "GUARDIAN_PASSWORD_MAX_LENGTH", minimum=min_len)
     memory = _int(config, "GUARDIAN_ARGON2_MEMORY_COST", minimum=8)
@@ -501,6 +534,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         redis_prefix=_redis_prefix(config),
         redis_timeout=_seconds("GUARDIAN_REDIS_TIMEOUT", _get(config, "GUARDIAN_REDIS_TIMEOUT"),
                                whole=False, minimum=0.01, maximum=300),
+        jwt_fail_open=_bool(config, "GUARDIAN_JWT_FAIL_OPEN"),
+        db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
+        db_statement_timeout=bounds["GUARDIAN_DB_STATEMENT_TIMEOUT"],
     )
 
 

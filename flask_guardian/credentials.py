@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -27,6 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from .config import Settings
 from .errors import ConfigurationError
 from .models import Models, utcnow
+from .storage import is_storage_error, rollback_quietly
+
+#: At most this many give-backs are kept owed in a process while the database is away.
+OWED_MAX = 10_000
 
 #: libpass releases start at 1.9; the original passlib stopped at 1.7.4.
 LIBPASS_MIN_VERSION = (1, 9)
@@ -231,6 +236,37 @@ class LoginThrottle:
     def __init__(self, settings: Settings, models: Models) -> None:
         self.window = timedelta(seconds=settings.lockout_duration)
         self.table = models.login_attempt.__table__
+        #: Attempts to give back that an outage kept from being given back (bounded).
+        self._owed: list[str] = []
+        self._owed_lock = threading.Lock()
+
+    def give_back(self, db: Any, keys: list[str], *, now: bool = True) -> None:
+        """Take back one attempt for each of ``keys``: a sign-in that ended in a storage
+        error is not a failure of the user's, and must not lock them out. When the
+        database cannot take it back now, it is owed and settled by :meth:`settle` on a
+        later sign-in, so a fault never inflates a count for long. ``now=False`` owes them
+        without trying (the database just timed out)."""
+        with self._owed_lock:
+            if not now:
+                self._owed = (self._owed + keys)[-OWED_MAX:]
+                return
+            owed, self._owed = self._owed + keys, []
+        try:
+            for key in owed:
+                self.release(db.session, key)
+            db.session.commit()
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+            rollback_quietly(db)
+            with self._owed_lock:
+                self._owed = (owed + self._owed)[-OWED_MAX:]
+
+    def settle(self, db: Any) -> None:
+        """Give back what earlier outages left owed (nothing to do, and no query, in the
+        ordinary case)."""
+        if self._owed:
+            self.give_back(db, [])
 
     def hit(self, db_session: Any, key: str) -> Attempts:
         """Count one attempt for ``key`` and return the attempts in the current window,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import (
     Flask,
@@ -25,11 +25,12 @@ from .config import Settings, load_settings
 from .cookies import read_cookie
 from .credentials import LoginThrottle, PasswordHasher
 from .csrf import CSRFProtect
-from .errors import AuthError, ConfigurationError
+from .errors import AuthError, ConfigurationError, StorageUnavailable
 from .models import Models, build_models
 from .protection import check_access, match_rule
 from .redirects import current_path
 from .session import Session
+from .storage import is_storage_error, rollback_quietly, unavailable
 from .strategies.base import BEARER_MARK, SessionInfo, SessionStrategy
 
 #: Marks a cookie to be cleared by ``after_request``.
@@ -195,7 +196,12 @@ def _make_before_request(state: AppState) -> Callable[[], None]:
             return
         token = strategy.read_token(req)
         if token is not None:
-            loaded = strategy.load(token, req)
+            try:
+                loaded = strategy.load(token, req)
+            except Exception as exc:
+                if isinstance(exc, StorageUnavailable) or is_storage_error(exc):
+                    _outage(state, exc, req.endpoint, values)
+                raise
             if loaded is not None:
                 values["session"] = loaded[0]
                 if loaded[1] is not None:
@@ -210,6 +216,20 @@ def _make_before_request(state: AppState) -> Callable[[], None]:
                 check_access(values["session"], rule.roles)
 
     return load_session
+
+
+def _outage(state: AppState, exc: Exception, endpoint: str | None,
+            values: dict[str, Any]) -> NoReturn:
+    """The session could not be loaded because the database is unavailable: answer 503
+    (never the driver's exception, never a 500), with nothing decided about the session.
+    The cookie stays, so the user is still signed in once the database is back, except on
+    sign-out, where the browser forgets it (the 503 says the server could not end it)."""
+    rollback_quietly(state.db)  # nothing left for the teardown to roll back
+    if endpoint == "guardian.signout":
+        values["_guardian_cookie"] = CLEAR
+    if isinstance(exc, StorageUnavailable):
+        raise exc
+    raise unavailable(exc, "session lookup") from exc
 
 
 def _make_after_request(state: AppState) -> Callable[[Response], Response]:

@@ -11,12 +11,17 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 
 from .auth import revoke, revoke_user, sign_in, sign_out
-from .errors import AuthError, BadRequest, NotFound, Unauthorized
+from .errors import AuthError, BadRequest, NotFound, StorageUnavailable, Unauthorized
 from .extension import get_state
 from .protection import login_required
 from .redirects import current_path, safe_redirect
+from .storage import translate
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
+
+
+#: The device-list views read and write the registry: bounded, and an outage is a 503.
+storage_guard = translate("device list", get_state)
 
 
 def wants_json() -> bool:
@@ -59,16 +64,19 @@ def _check_csrf(data: dict[str, Any] | None = None, *, always: bool = False) -> 
 
 def render_error(error: AuthError) -> Any:
     """Turn a flask-guardian error into a redirect, an HTML page or a JSON body."""
+    # An outage is temporary: say when to come back (RFC 9110 §10.2.3).
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(
+        error, StorageUnavailable) else {}
     if wants_json():
         body = {"ok": False, "error": error.code, "message": error.message}
-        return jsonify(body), error.status_code
+        return jsonify(body), error.status_code, headers
     if isinstance(error, Unauthorized):
         state = get_state()
         target = safe_redirect(current_path(), state.settings.default_redirect)
         return redirect(
             url_for("guardian.signin_page") + "?" + urlencode({"redirectUrl": target}), 303
         )
-    return render_template("guardian/error.html", error=error), error.status_code
+    return render_template("guardian/error.html", error=error), error.status_code, headers
 
 
 @blueprint.after_request
@@ -163,6 +171,7 @@ def csrf_json() -> Any:
 
 @blueprint.get("/sessions")
 @login_required
+@storage_guard
 def sessions_page() -> Any:
     state = get_state()
     current = g.session
@@ -174,6 +183,7 @@ def sessions_page() -> Any:
 
 @blueprint.post("/sessions/<session_id>/revoke")
 @login_required
+@storage_guard
 def revoke_one(session_id: str) -> Any:
     data = _payload()
     _check_csrf(data)
@@ -190,6 +200,7 @@ def revoke_one(session_id: str) -> Any:
 
 @blueprint.post("/sessions/revoke-others")
 @login_required
+@storage_guard
 def revoke_others() -> Any:
     data = _payload()
     _check_csrf(data)

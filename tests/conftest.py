@@ -13,10 +13,12 @@ import os
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import pytest
+from faultproxy import FaultProxy
 from flask import Flask, g, jsonify
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import create_engine, event, text
@@ -261,6 +263,81 @@ def make_app(database_url: str, strategy: str) -> Iterator[AppFactory]:
             delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])
 
 
+# -- fault injection: the app reaches the server through a FaultProxy --------------------
+
+#: The server databases the fault tests run on (faults need a network to break).
+SERVER_DATABASES = ["postgresql", "mariadb"]
+
+
+@dataclass
+class ProxiedDatabase:
+    """A clean server database reached through ``proxy`` (``url``), and directly."""
+
+    name: str
+    url: str
+    direct_url: str
+    proxy: FaultProxy
+
+
+def engine_options(name: str, timeout: float = 2) -> dict[str, Any]:
+    """The engine options docs/deployment.md recommends, so that the app's own queries
+    (and the extension's writes, which use the app's session) are bounded too."""
+    options: dict[str, Any] = {"pool_pre_ping": True, "pool_timeout": timeout}
+    if name == "postgresql":
+        options["connect_args"] = {
+            "connect_timeout": max(2, round(timeout)),
+            "options": f"-c statement_timeout={int(timeout * 1000)}",
+        }
+    else:
+        options["connect_args"] = {
+            "connect_timeout": timeout, "read_timeout": timeout, "write_timeout": timeout,
+        }
+    return options
+
+
+@pytest.fixture(params=SERVER_DATABASES)
+def proxied_database(request: pytest.FixtureRequest) -> Iterator[ProxiedDatabase]:
+    """A clean PostgreSQL or MariaDB database behind a fault proxy (skipped when the
+    server is not among ``GUARDIAN_TEST_DATABASES``; a missing server fails on CI)."""
+    name = request.param
+    if name not in DATABASES:
+        pytest.skip(f"GUARDIAN_TEST_DATABASES does not include {name}")
+    direct = require_server(name)
+    reset_database(direct)
+    url = make_url(direct)
+    default_port = 5432 if name == "postgresql" else 3306
+    with FaultProxy(url.host or "127.0.0.1", url.port or default_port) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port)
+        yield ProxiedDatabase(name, proxied.render_as_string(hide_password=False), direct,
+                              proxy)
+
+
+@pytest.fixture
+def make_proxied_app(proxied_database: ProxiedDatabase, strategy: str) -> Iterator[AppFactory]:
+    """``make_proxied_app(**config)``: an app whose database connections go through the
+    fault proxy, with the recommended bounded engine options."""
+    apps: list[Flask] = []
+
+    def factory(**config: Any) -> Flask:
+        config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(proxied_database.name))
+        config.setdefault("GUARDIAN_DB_STATEMENT_TIMEOUT", 1)
+        config.setdefault("GUARDIAN_DB_CONNECT_TIMEOUT", 2)
+        app = build_app(proxied_database.url, config.pop("SESSION_STRATEGY", strategy),
+                        **config)
+        apps.append(app)
+        return app
+
+    yield factory
+    proxied_database.proxy.restore()
+    for app in apps:
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+        state = app.extensions["guardian_state"]
+        reader = getattr(state.strategy, "reader", None)
+        if reader is not None:
+            reader.close_all()
+
+
 @pytest.fixture
 def app(make_app: AppFactory) -> Flask:
     return make_app()
@@ -325,7 +402,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     callspec = getattr(item, "callspec", None)
-    db = callspec.params.get("database_url") if callspec else None
+    db = (callspec.params.get("database_url") or callspec.params.get("proxied_database")
+          ) if callspec else None
     report.user_properties.append(("database", db or "none"))
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
-from conftest import QueryCounter
+from conftest import QueryCounter, db_of, guardian_of
 from flask import Flask
 from helpers import USER, csrf_token, sign_in_ok
+from sqlalchemy import event
 
 BAD_COOKIES = [
     "",
@@ -107,6 +109,31 @@ def test_sql_looking_session_ids_are_404(client: Any, session_id: str) -> None:
     assert client.get("/auth/session").get_json() is not None
 
 
+@pytest.mark.parametrize("session_id", ["' OR 1=1 --", "x" * 500, "%00", "A" * 21 + "!"])
+def test_malformed_session_ids_never_reach_a_query(app: Flask, session_id: str) -> None:
+    """A session id that cannot be one we issued (22 URL-safe characters) is refused
+    before any statement sees it, as a malformed cookie is."""
+    client = app.test_client()
+    sign_in_ok(client)
+    token = csrf_token(client)
+    with app.app_context():
+        engine = db_of(app).engine
+    seen: list[tuple[str, list[Any]]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        seen.append((statement, _values(parameters)))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = client.post(f"/auth/sessions/{session_id}/revoke",
+                               headers={"X-CSRF-Token": token, "Accept": "application/json"})
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 404
+    for statement, values in seen:
+        assert unquote(session_id) not in values, statement  # as the route received it
+
+
 def test_form_signin_with_missing_fields_is_400(client: Any) -> None:
     response = client.post("/auth/signin", data={"csrf_token": csrf_token(client)})
     assert response.status_code == 400
@@ -159,3 +186,59 @@ def test_raw_non_utf8_bytes_in_the_query_string_are_never_a_500(
         assert response.headers["Location"].startswith("/auth/signin?redirectUrl=")
     posted = client.post(path, environ_overrides={"QUERY_STRING": RAW_QUERY})
     assert posted.status_code < 500
+
+
+def _values(parameters: Any) -> list[Any]:
+    """Every scalar of a DBAPI parameter set (dict, sequence, or executemany's list)."""
+    if isinstance(parameters, dict):
+        return [v for item in parameters.values() for v in _values(item)]
+    if isinstance(parameters, list | tuple):
+        return [v for item in parameters for v in _values(item)]
+    return [parameters]
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["a@b\x00.c", USER[0] + "\x00", "\x00", "us\x07er@example.com", "user\x1b@example.com",
+     "user\u2028@example.com", "user\x7f@example.com"],
+)
+def test_nul_and_unprintable_emails_never_reach_a_query(app: Flask, email: str) -> None:
+    """An email with a NUL or another unprintable character cannot be a stored one: it is
+    refused (one hash, the generic answer) before any query sees it. Checked on the
+    parameters of every statement the sign-in runs (its lockout counters are keyed by a
+    digest), not by the database's reaction: SQLite accepts a NUL."""
+    users = guardian_of(app).user_model.__tablename__
+    with app.app_context():
+        engine = db_of(app).engine
+    client = app.test_client()
+    seen: list[tuple[str, list[Any]]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        seen.append((statement, _values(parameters)))
+
+    def post(address: str) -> Any:
+        token = csrf_token(client)
+        seen.clear()
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            return client.post("/auth/signin", json={"email": address,
+                                                    "password": "whatever-pass",
+                                                    "csrfToken": token})
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+
+    # The control: a printable unknown email is looked up, and the listener sees it.
+    post("nobody@example.com")
+    assert any(users in statement and "nobody@example.com" in values
+               for statement, values in seen), seen
+    hasher = app.extensions["guardian_state"].hasher
+    before = hasher.hash_computations
+    response = post(email)
+    assert response.status_code == 401
+    assert response.get_json() == {"ok": False, "error": "invalid_credentials"}
+    assert hasher.hash_computations == before + 1
+    assert seen  # the lockout counters were counted
+    for statement, values in seen:
+        assert users not in statement, statement
+        for value in values:
+            assert not (isinstance(value, str) and not value.isprintable()), (statement, value)

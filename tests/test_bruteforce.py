@@ -219,6 +219,25 @@ def test_ip_limit_refuses_every_email_from_that_address(make_app: AppFactory) ->
     assert attempt(client, *ADMIN, ip="198.51.100.2").status_code == 200
 
 
+def test_success_takes_back_one_attempt_of_the_address_not_all(make_app: AppFactory) -> None:
+    """A success takes back its own attempt from the address count (an office behind one
+    NAT is not locked by its own users) but does not reset what other emails tried from
+    there: with a limit of 3, two failures and a success leave exactly one attempt. A
+    reset would leave three; no release, none."""
+    client = make_app(GUARDIAN_IP_MAX_LOGIN_ATTEMPTS=3, GUARDIAN_MAX_LOGIN_ATTEMPTS=100
+                      ).test_client()
+    office = "203.0.113.9"
+    for n in range(2):
+        assert attempt(client, f"typo{n}@example.com", WRONG, ip=office).status_code == 401
+    assert attempt(client, *USER, ip=office).status_code == 200  # counted 3, then 2
+    assert attempt(client, "typo2@example.com", WRONG, ip=office).status_code == 401  # 3
+    response = attempt(client, "typo3@example.com", WRONG, ip=office)  # 4 > 3
+    assert response.status_code == 429
+    assert response.get_json() == LOCKED_JSON
+    assert attempt(client, *ADMIN, ip=office).status_code == 429
+    assert attempt(client, *ADMIN, ip="198.51.100.2").status_code == 200
+
+
 def test_ip_lock_ends_after_the_lockout_duration(make_app: AppFactory) -> None:
     client = make_app(GUARDIAN_IP_MAX_LOGIN_ATTEMPTS=3, GUARDIAN_MAX_LOGIN_ATTEMPTS=100,
                       GUARDIAN_LOCKOUT_DURATION=LOCKOUT).test_client()

@@ -243,3 +243,25 @@ def test_every_key_the_package_names_is_a_known_key() -> None:
     assert named - DEFAULTS.keys() == set()
     documented = (package.parent / "docs" / "configuration.md").read_text("utf-8")
     assert [key for key in DEFAULTS if f"`{key}`" not in documented] == []
+@pytest.mark.parametrize(("key", "value"), [
+    ("GUARDIAN_DB_CONNECT_TIMEOUT", 0), ("GUARDIAN_DB_CONNECT_TIMEOUT", "3"),
+    ("GUARDIAN_DB_STATEMENT_TIMEOUT", 301), ("GUARDIAN_DB_STATEMENT_TIMEOUT", True),
+    ("GUARDIAN_JWT_FAIL_OPEN", "yes"),
+])
+def test_unusable_outage_setting_fails_at_init_app_naming_the_key(key: str, value: Any) -> None:
+    with pytest.raises(ConfigurationError, match=key):
+        init(**{key: value})
+
+
+def test_outage_settings_accept_seconds_timedelta_and_none() -> None:
+    from datetime import timedelta
+
+    settings = settings_of(init(GUARDIAN_DB_CONNECT_TIMEOUT=timedelta(seconds=4),
+                                GUARDIAN_DB_STATEMENT_TIMEOUT=None,
+                                GUARDIAN_JWT_FAIL_OPEN=True))
+    assert settings.db_connect_timeout == 4.0
+    assert settings.db_statement_timeout is None
+    assert settings.jwt_fail_open is True
+    defaults = settings_of(init())
+    assert (defaults.db_connect_timeout, defaults.db_statement_timeout) == (3.0, 2.0)
+    assert defaults.jwt_fail_open is False

@@ -4,11 +4,14 @@ same name, path, domain and flags they were set with; auth responses are not cac
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import time_machine
 from conftest import AppFactory
 from flask import Flask
 from helpers import USER, cookie_attributes, set_cookie_headers, sign_in, sign_in_ok, sign_out
+from werkzeug.http import parse_date
 from werkzeug.wrappers import Request
 
 from flask_guardian.cookies import read_cookie
@@ -57,11 +60,33 @@ def test_clearing_repeats_domain_path_and_samesite(make_app: AppFactory) -> None
     assert "secure" not in set_attrs  # GUARDIAN_COOKIE_SECURE=False in the test config
 
 
-def test_cookie_expires_at_the_absolute_deadline(app: Flask) -> None:
+def test_cookie_expires_at_sign_in_time_plus_the_absolute_lifetime(
+    make_app: AppFactory, strategy: str
+) -> None:
+    """The cookie's Expires is the absolute deadline (sign-in time plus
+    GUARDIAN_SESSION_MAX_AGE), never the idle deadline: the database strategy does not
+    set the cookie again on activity, so a browser would drop an active user's cookie at
+    the first idle deadline. A re-issued cookie (jwt refresh) keeps the same Expires."""
+    app = make_app(GUARDIAN_SESSION_MAX_AGE=3600, GUARDIAN_SESSION_IDLE_TIMEOUT=600,
+                   GUARDIAN_SESSION_UPDATE_AGE=60)
     client = app.test_client()
-    response = sign_in(client, *USER)
-    (header,) = set_cookie_headers(response, "guardian")
-    assert "expires" in cookie_attributes(header)
+    signed_in_at = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)  # a whole second
+    absolute = signed_in_at + timedelta(seconds=3600)
+    with time_machine.travel(signed_in_at, tick=False) as clock:
+        response = sign_in(client, *USER)
+        (header,) = set_cookie_headers(response, "guardian")
+        assert parse_date(cookie_attributes(header)["expires"]) == absolute
+        # Active past the first idle deadline, refreshed on the way: Expires stays put.
+        reissued = 0
+        for minutes in (2, 9, 16):
+            clock.move_to(signed_in_at + timedelta(minutes=minutes))
+            response = client.get("/dashboard")
+            assert response.status_code == 200
+            for header in set_cookie_headers(response, "guardian"):
+                assert parse_date(cookie_attributes(header)["expires"]) == absolute
+                reissued += 1
+        if strategy == "jwt":
+            assert reissued == 3  # each refresh re-issues the token, and so the cookie
 
 
 def test_auth_responses_are_not_cached(client: Any) -> None:

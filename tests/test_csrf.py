@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 from conftest import AppFactory
 from flask import Flask
-from helpers import USER, csrf_token, sign_in_ok
+from helpers import (
+    USER,
+    cookie_attributes,
+    csrf_token,
+    set_cookie_headers,
+    sign_in,
+    sign_in_ok,
+    sign_out,
+)
 
 
 def test_signin_without_token_is_refused(client: Any) -> None:
@@ -153,3 +161,36 @@ def test_signing_out_of_an_ended_session_needs_no_token(app: Flask) -> None:
     response = client.post("/auth/signout", data={"csrf_token": stale_token})
     assert response.status_code == 303
     assert client.get("/auth/session").get_json() is None
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secure", "plain-http"])
+def test_csrf_seed_cookie_has_the_session_cookie_attributes(
+    make_app: AppFactory, secure: bool
+) -> None:
+    """The CSRF seed cookie is HttpOnly, SameSite, Secure (when the session cookie is) and
+    follows the __Host- rules (Secure, Path=/, no Domain) under its __Host- name; its
+    attributes are the session cookie's, on every response that sets it."""
+    app = make_app(GUARDIAN_COOKIE_SECURE=secure)
+    client = app.test_client()
+    if secure:
+        client.environ_base["wsgi.url_scheme"] = "https"
+    name, seed_name = (
+        ("__Host-guardian", "__Host-guardian-csrf") if secure else ("guardian", "guardian-csrf")
+    )
+    (issued,) = set_cookie_headers(client.get("/auth/csrf"), seed_name)
+    signed_in = sign_in(client, *USER)
+    assert signed_in.status_code == 303
+    (session_header,) = set_cookie_headers(signed_in, name)
+    (rotated,) = set_cookie_headers(signed_in, seed_name)  # a new seed at sign-in
+    (after_sign_out,) = set_cookie_headers(sign_out(client), seed_name)  # and at sign-out
+    session_attrs = cookie_attributes(session_header)
+    for header in (issued, rotated, after_sign_out):
+        attrs = cookie_attributes(header)
+        assert len(attrs["__value__"]) == 43
+        assert "httponly" in attrs
+        assert attrs["samesite"] == "Lax"
+        assert attrs["path"] == "/"
+        assert "domain" not in attrs
+        assert ("secure" in attrs) is secure
+        for key in ("secure", "httponly", "samesite", "path", "domain"):
+            assert attrs.get(key) == session_attrs.get(key), key

@@ -347,6 +347,35 @@ def test_a_csrf_token_of_another_client_is_refused(app: Flask) -> None:
 # -- ending sessions from Python -------------------------------------------------------------
 
 
+def test_a_row_marked_revoked_ends_its_session_even_with_its_token_hash_kept(
+    make_app: AppFactory, strategy: str
+) -> None:
+    """``revoked_at`` is checked for itself, not only through the token hash a revocation
+    clears: a registry row marked revoked by other means (an operator's UPDATE, a
+    migration, an older version that kept the hash) ends its session. Database: at once;
+    jwt: at the token's next refresh (GUARDIAN_SESSION_UPDATE_AGE), as any change made
+    outside the revocation feed."""
+    app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
+    sessions = app.extensions["guardian_state"].models.session.__table__
+    start = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False) as clock:
+        client = app.test_client()
+        sign_in_ok(client)
+        assert client.get("/auth/session").get_json() is not None
+        with app.app_context():
+            db = db_of(app)
+            marked = db.session.execute(
+                sessions.update().values(revoked_at=start)  # token_hash left as it was
+            ).rowcount
+            db.session.commit()
+        assert marked == 1
+        if strategy == "database":
+            assert client.get("/auth/session").get_json() is None
+        clock.move_to(start + timedelta(seconds=61))
+        assert client.get("/auth/session").get_json() is None
+        assert client.get("/dashboard", headers=JSON).status_code == 401
+
+
 def test_revoke_session_returns_whether_it_was_live(app: Flask) -> None:
     firefox = signed_in_device(app, FIREFOX_LINUX)
     iphone = signed_in_device(app, SAFARI_IPHONE)

@@ -12,11 +12,11 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 import time_machine
-from conftest import JWT_SECRET, AppFactory, QueryCounter
+from conftest import JWT_SECRET, AppFactory, QueryCounter, guardian_of
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask
-from helpers import USER, cookie_name, session_cookie, sign_in, sign_in_ok
+from helpers import USER, cookie_name, session_cookie, sign_in, sign_in_ok, sign_out
 
 
 @pytest.fixture(params=["jwt"])
@@ -106,6 +106,24 @@ def test_alg_none_is_refused(app: Flask) -> None:
     unsigned = forge(claims, key=None, algorithm="none")
     assert request_with(app, unsigned).status_code == 401
     assert request_with(app, unsigned, bearer=True).status_code == 401
+
+
+# The test secret is shorter than PyJWT recommends for SHA-384/512: only the forger uses it.
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
+@pytest.mark.parametrize("bearer", [False, True], ids=["cookie", "bearer"])
+def test_token_signed_with_the_right_secret_but_another_algorithm_is_refused(
+    app: Flask, bearer: bool
+) -> None:
+    """The algorithm allow-list is pinned (HS256 here): a token signed with the configured
+    secret under HS512 is refused, although its signature checks out under the algorithm
+    its own header names. The same claims signed HS256 are accepted, so the algorithm is
+    the only reason for the refusal."""
+    claims = claims_of(signed_in_token(app))
+    assert request_with(app, forge(claims, algorithm="HS256"), bearer=bearer).status_code == 200
+    for algorithm in ("HS512", "HS384"):
+        other = forge(claims, algorithm=algorithm)
+        assert pyjwt.get_unverified_header(other)["alg"] == algorithm
+        assert request_with(app, other, bearer=bearer).status_code == 401, algorithm
 
 
 def test_token_signed_with_another_key_is_refused(app: Flask) -> None:
@@ -252,6 +270,57 @@ def test_malformed_authorization_header_is_anonymous(app: Flask, header: str) ->
     response = client.get("/api/me", headers={"Authorization": header,
                                               "Accept": "application/json"})
     assert response.status_code == 401
+
+
+def test_valid_token_longer_than_the_length_limit_is_refused(make_app: AppFactory) -> None:
+    """GUARDIAN_TOKEN_MAX_LENGTH bounds what is parsed at all: a token we issued, valid in
+    every other way, is refused as a bearer token and as a cookie once it is longer than
+    the limit, and accepted again by a limit that fits it."""
+    app = make_app()
+    with app.app_context():
+        guardian_of(app).create_user("long.name@example.com", "long-name-password-1",
+                                     name="N" * 200)
+    client = app.test_client()
+    sign_in_ok(client, ("long.name@example.com", "long-name-password-1"))
+    token = session_cookie(client, app)
+    assert token is not None
+    assert len(token) > 2 * 256  # the long name makes long claims
+    for bearer in (False, True):
+        assert request_with(app, token, bearer=bearer).status_code == 200  # 4096 by default
+    fits = make_app(GUARDIAN_TOKEN_MAX_LENGTH=len(token))
+    too_small = make_app(GUARDIAN_TOKEN_MAX_LENGTH=len(token) - 1)
+    smallest = make_app(GUARDIAN_TOKEN_MAX_LENGTH=256)
+    for bearer in (False, True):
+        assert request_with(fits, token, bearer=bearer).status_code == 200
+        assert request_with(too_small, token, bearer=bearer).status_code == 401
+        assert request_with(smallest, token, bearer=bearer).status_code == 401
+
+
+def test_sign_out_in_one_app_is_refused_by_another_sharing_the_database(
+    make_app: AppFactory,
+) -> None:
+    """Two processes in one: two Flask apps, two Guardian instances, two SQLAlchemy
+    objects on one database, with GUARDIAN_JWT_REVOCATION_INTERVAL = 0. A token the
+    second app has verified (and cached) is refused by it once the first signs it out:
+    the revocation reaches it through the database's revocation feed, not through memory
+    the two share."""
+    first = make_app(GUARDIAN_JWT_REVOCATION_INTERVAL=0)
+    second = make_app(GUARDIAN_JWT_REVOCATION_INTERVAL=0)
+    assert guardian_of(first) is not guardian_of(second)
+    assert first.extensions["sqlalchemy"] is not second.extensions["sqlalchemy"]
+    assert first.extensions["guardian_state"].strategy is not (
+        second.extensions["guardian_state"].strategy
+    )
+    client = first.test_client()
+    sign_in_ok(client)
+    token = session_cookie(client, first)
+    assert token
+    for bearer in (False, True):
+        assert request_with(second, token, bearer=bearer).status_code == 200
+    assert sign_out(client).status_code == 303
+    assert request_with(first, token).status_code == 401
+    for bearer in (False, True):
+        assert request_with(second, token, bearer=bearer).status_code == 401
 
 
 def test_other_authorization_schemes_leave_the_cookie_in_charge(app: Flask) -> None:

@@ -3,14 +3,17 @@ strategies, every database."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from conftest import QueryCounter, guardian_of
+from conftest import QueryCounter, db_of, guardian_of
 from flask import Flask, g
 from helpers import ADMIN, USER, csrf_token, session_cookie, sign_in, sign_in_ok, sign_out
 
 import flask_guardian
 from flask_guardian import signals
+
+_TABLES = ("guardian_sessions", "guardian_revocations", "guardian_login_attempts")
 
 
 def test_anonymous_request_has_no_session(client: Any) -> None:
@@ -207,3 +210,29 @@ def test_signing_in_again_reports_the_replaced_session(app: Flask, client: Any) 
     assert [r["reason"] for r in revoked] == ["replaced"]
     assert revoked[0]["session_ids"] == [first["sessions"][0]["id"]]
     assert revoked[0]["user_id"] == 2
+
+
+def test_the_database_holds_only_the_sha256_of_the_session_token(
+    app: Flask, client: Any, strategy: str
+) -> None:
+    """database: ``guardian_sessions.token_hash`` is the SHA-256 hex of the cookie value,
+    never the value itself; jwt: the token is not stored at all. No table holds the cookie
+    value, so a leaked database gives no live session."""
+    sign_in_ok(client)
+    token = session_cookie(client, app)
+    assert token
+    with app.app_context():
+        db = db_of(app)
+        (stored,) = db.session.execute(db.text("SELECT token_hash FROM guardian_sessions")).one()
+        everything = [
+            value
+            for table in (*_TABLES, guardian_of(app).user_model.__tablename__)
+            for row in db.session.execute(db.text(f"SELECT * FROM {table}"))
+            for value in row
+        ]
+    if strategy == "database":
+        assert stored == hashlib.sha256(token.encode("ascii")).hexdigest()
+    else:
+        assert stored is None
+    assert not any(isinstance(v, str | bytes) and token in str(v) for v in everything)
+    assert client.get("/auth/session").get_json() is not None

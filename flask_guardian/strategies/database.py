@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, select, update
 from ..lookup import RowReader, as_utc
 from ..models import utcnow
 from ..session import Session, SessionUser
+from ..storage import bounded
 from .base import (
     Loaded,
     RequestInfo,
@@ -59,7 +60,8 @@ class DatabaseStrategy(SessionStrategy):
                 u.c.is_active.is_(True),
             )
         )
-        self.reader = RowReader(self.db, self._lookup)
+        self.reader = RowReader(self.db, self._lookup, timeout=self.settings.db_statement_timeout,
+                                connect_timeout=self.settings.db_connect_timeout)
         self._touch = (
             update(s)
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None))
@@ -113,8 +115,10 @@ class DatabaseStrategy(SessionStrategy):
         """Move the idle deadline on (capped by the absolute one): one UPDATE, committed."""
         now = utcnow()
         expires = min(now + self._idle, as_utc(row[5]))
-        self.db.session.execute(self._touch, {"sid": session.id, "now": now, "expires": expires})
-        self.db.session.commit()
+        with bounded(self.settings.db_statement_timeout):  # a stall: a 503, not a hang
+            self.db.session.execute(self._touch, {"sid": session.id, "now": now,
+                                                  "expires": expires})
+            self.db.session.commit()
         return Session(session.id, session.user, expires, self.name, session.auth_time)
 
     def issue(

@@ -8,6 +8,11 @@ user whose role, password or status changed) is written to ``guardian_revocation
 revoking process applies it at once, every other process reads the feed when
 ``GUARDIAN_JWT_REVOCATION_INTERVAL`` seconds have passed, so a revoked token dies
 everywhere within that delay.
+
+The bound holds during an outage too (fail closed): a process that has not read the feed
+successfully for the interval plus :data:`FEED_GRACE` accepts no token as signed in and
+answers 503 until it reads it again, unless ``GUARDIAN_JWT_FAIL_OPEN`` trades the bound
+for availability.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ import jwt
 from flask import Request
 from sqlalchemy import bindparam, select, update
 
+from ..lookup import RowReader, as_utc
 from ..models import utcnow
 from ..session import Session, SessionUser
+from ..storage import bounded, is_storage_error, unavailable
 from .base import (
     BEARER_MARK,
     Loaded,
@@ -42,6 +49,12 @@ REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud", "sid", "auth
 #: A revocation row is read again for this long after it was written, so a transaction
 #: that commits a little after its rows were stamped is not missed by a poll.
 POLL_OVERLAP = timedelta(seconds=60)
+#: Seconds a process may go past the revocation interval without a successful read of the
+#: feed before it refuses tokens: room for one read in flight, no more.
+FEED_GRACE = 1.0
+#: After a failed read of the feed, the next try waits this long (one request per second
+#: per process tries the database; the others get a 503 at once).
+FEED_RETRY = 1.0
 
 
 def agent_digest(agent: str | None) -> str:
@@ -90,6 +103,12 @@ class JWTStrategy(SessionStrategy):
         self._lock = threading.Lock()
         self._next_poll = 0.0
         self._poll_since: datetime | None = None
+        #: Until when the last successful read of the feed vouches for cached tokens.
+        self._fresh_until = 0.0
+        self._retry_at = 0.0
+        # Set once the process's first read of the feed has ended (either way): requests
+        # that arrive meanwhile wait for it (bounded) rather than get a start-up 503.
+        self._first_read = threading.Event()
         s, u = self.sessions, self.users
         self._registry_lookup = (
             select(
@@ -110,6 +129,11 @@ class JWTStrategy(SessionStrategy):
             revocations.c.session_id, revocations.c.user_id, revocations.c.user_version,
             revocations.c.expires_at,
         ).where(revocations.c.created_at >= bindparam("since"))
+        # Read on a connection of its own, bounded like the database strategy's lookup, and
+        # leaving no transaction open on the app's session (whose teardown would roll it
+        # back on a connection that may have died since).
+        self.reader = RowReader(self.db, self._feed, timeout=st.db_statement_timeout,
+                                connect_timeout=st.db_connect_timeout)
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -135,6 +159,10 @@ class JWTStrategy(SessionStrategy):
         now = time.time()
         if now >= self._next_poll:
             self._poll(now)
+            if now >= self._fresh_until and not self.settings.jwt_fail_open:
+                # The feed is stale: this token may have been revoked meanwhile.
+                raise unavailable(ConnectionError("revocation feed not read in time"),
+                                  "jwt revocation check")
         if entry.exp <= now:
             self._cache.pop(token, None)
             return None
@@ -262,17 +290,22 @@ class JWTStrategy(SessionStrategy):
     ) -> Loaded | None:
         """Re-read the registry row and the user, and re-issue the token with fresh claims
         and a new idle deadline. Runs when the update age has passed or the user changed."""
-        row = self.db.session.execute(self._registry_lookup, {"sid": session.id}).first()
-        now = utcnow().replace(microsecond=0)
-        if row is None or row.expires_at <= now:
-            self._revoked[session.id] = time.time() + self.settings.max_age
-            return None
-        if self._versions.get(row.id, 0) > row.session_version:
-            self._versions[row.id] = row.session_version  # the database is the truth
-        expires = min(now + timedelta(seconds=self.settings.idle_timeout),
-                      row.absolute_expires_at)
-        self.db.session.execute(self._touch, {"sid": session.id, "now": now, "expires": expires})
-        self.db.session.commit()
+        db_session = self.db.session
+        with bounded(self.settings.db_statement_timeout):  # a stall: a 503, not a hang
+            row = db_session.execute(self._registry_lookup, {"sid": session.id}).first()
+            now = utcnow().replace(microsecond=0)
+            if row is None or row.expires_at <= now:
+                # End the read: no transaction is left for the teardown to roll back.
+                db_session.commit()
+                self._revoked[session.id] = time.time() + self.settings.max_age
+                return None
+            if self._versions.get(row.id, 0) > row.session_version:
+                self._versions[row.id] = row.session_version  # the database is the truth
+            expires = min(now + timedelta(seconds=self.settings.idle_timeout),
+                          row.absolute_expires_at)
+            db_session.execute(self._touch, {"sid": session.id, "now": now,
+                                             "expires": expires})
+            db_session.commit()
         user = SessionUser(row.id, row.email, row.name, row.role)
         token, issued_at = self._encode(session.id, user, row.session_version, row.created_at,
                                         expires, row.user_agent, row.ip)
@@ -334,22 +367,41 @@ class JWTStrategy(SessionStrategy):
         return ended
 
     def _poll(self, now: float) -> None:
-        """Read revocations written since the last poll (by any process)."""
+        """Read revocations written since the last successful read (by any process). A
+        failure is logged (rate-limited) and retried after :data:`FEED_RETRY` seconds;
+        meanwhile :meth:`load` refuses tokens once the last good read is too old."""
+        interval = self.settings.jwt_revocation_interval
         with self._lock:
-            if now < self._next_poll:
+            busy = now < self._next_poll or now < self._retry_at
+        if busy:  # another thread reads it, or tried just now
+            if not self._first_read.is_set():
+                st = self.settings
+                self._first_read.wait((st.db_connect_timeout or 5) + (st.db_statement_timeout or 5))
+            return
+        with self._lock:
+            if now < self._next_poll or now < self._retry_at:
                 return
-            self._next_poll = now + self.settings.jwt_revocation_interval
+            self._retry_at = now + FEED_RETRY
+            # Other threads keep using the cache while the last read still vouches for it.
+            self._next_poll = min(now + interval, self._fresh_until)
             since = self._poll_since
             started = datetime.fromtimestamp(now, UTC)
             if since is None:  # first poll: anything still able to matter
                 since = started - timedelta(seconds=self.settings.max_age)
-        rows = self.db.session.execute(self._feed, {"since": since}).all()
+        try:
+            rows = self.reader.all({"since": since})
+        except Exception as exc:
+            self._first_read.set()
+            if not is_storage_error(exc):
+                raise
+            unavailable(exc, "jwt revocation feed")  # logs, rate-limited
+            return
         # Only a read that succeeded moves the window on: after a failed one (database
         # briefly unreachable) the next read starts where the last good one left off.
         self._poll_since = started - POLL_OVERLAP
         for sid, user_id, user_version, expires_at in rows:
             if sid is not None:
-                self._revoked[sid] = expires_at.timestamp()
+                self._revoked[sid] = as_utc(expires_at).timestamp()
             elif user_id is not None and user_version is not None and (
                 self._versions.get(user_id, -1) < user_version
             ):
@@ -357,3 +409,9 @@ class JWTStrategy(SessionStrategy):
         if len(self._revoked) > 1024:
             # list() first: other request threads may add to the dict meanwhile.
             self._revoked = {s: t for s, t in list(self._revoked.items()) if t > now}
+        # Applied before the cache may be trusted again.
+        with self._lock:
+            self._fresh_until = now + interval + FEED_GRACE
+            self._next_poll = now + interval
+            self._retry_at = 0.0
+        self._first_read.set()

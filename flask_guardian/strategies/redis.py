@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, event, select
 from ..errors import ConfigurationError, StorageUnavailable
 from ..models import utcnow
 from ..session import Session, SessionUser
+from ..storage import unavailable
 from .base import (
     Loaded,
     RequestInfo,
@@ -410,9 +411,6 @@ class RedisStrategy(SessionStrategy):
 
 
 def _down(exc: BaseException) -> StorageUnavailable:
-    """Redis could not be used (refused, cut, timed out): a 503 for this request, and one
-    log line with the cause, never a signed-in answer from stale data."""
-    logger.error("redis unavailable: %s: %s", type(exc).__name__, str(exc)[:300])
-    error = StorageUnavailable()
-    error.__cause__ = exc
-    return error
+    """Redis could not be used (refused, cut, timed out): a 503 for this request, logged
+    as one line at most every few seconds, never a signed-in answer from stale data."""
+    return unavailable(exc, "redis")

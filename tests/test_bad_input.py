@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from conftest import QueryCounter, db_of, guardian_of
+from conftest import READS_PER_REQUEST, QueryCounter, db_of, guardian_of
 from flask import Flask
 from helpers import USER, csrf_token, sign_in_ok
 from sqlalchemy import event
@@ -51,7 +51,7 @@ def test_well_formed_unknown_token_is_one_read_no_write(app: Flask, strategy: st
     with QueryCounter(app) as queries:
         assert client.get("/dashboard", headers={"Accept": "application/json"}).status_code == 401
     assert queries.writes == []
-    assert queries.count == (1 if strategy == "database" else 0)
+    assert queries.count == READS_PER_REQUEST[strategy]
 
 
 @pytest.mark.parametrize(

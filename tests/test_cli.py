@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import db_of, guardian_of
+from conftest import db_of, guardian_of, needs_sql_registry
 from flask import Flask
 from helpers import ADMIN, USER, sign_in, sign_in_ok
 from sqlalchemy import func, select
@@ -234,7 +234,8 @@ def test_revoke_of_an_unknown_email_is_a_clean_error(app: Flask) -> None:
 # -- purge ------------------------------------------------------------------------------
 
 
-def test_purge_deletes_ended_sessions_and_reports_the_count(app: Flask) -> None:
+def test_purge_deletes_ended_sessions_and_reports_the_count(app: Flask, strategy: str) -> None:
+    needs_sql_registry(strategy)
     with time_machine.travel(datetime.now(UTC)) as traveller:
         browser(app, FIREFOX)  # will sit idle past its deadline
         revoked = browser(app, IPHONE)

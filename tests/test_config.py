@@ -35,7 +35,11 @@ def settings_of(app: Flask) -> Any:
 @pytest.mark.parametrize(
     ("config", "key", "fragment"),
     [
-        ({"SESSION_STRATEGY": "redis"}, "SESSION_STRATEGY", "'database', 'jwt'"),
+        ({"SESSION_STRATEGY": "memcached"}, "SESSION_STRATEGY", "'database', 'jwt', 'redis'"),
+        ({"SESSION_STRATEGY": "redis"}, "GUARDIAN_REDIS_URL", "redis://"),
+        ({"SESSION_STRATEGY": "redis", "GUARDIAN_REDIS_URL": "http://x"}, "GUARDIAN_REDIS_URL",
+         "redis-py URL"),
+        ({"GUARDIAN_REDIS_PREFIX": ""}, "GUARDIAN_REDIS_PREFIX", "non-empty"),
         ({"SESSION_STRATEGY": "no.such.module.Strategy"}, "SESSION_STRATEGY", "cannot import"),
         ({"SESSION_STRATEGY": 42}, "SESSION_STRATEGY", "SessionStrategy subclass"),
         ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_SECRET": "short"}, "GUARDIAN_JWT_SECRET",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import AppFactory, db_of, guardian_of
+from conftest import AppFactory, db_of, guardian_of, needs_sql_registry
 from flask import Flask, jsonify
 from helpers import ADMIN, USER, csrf_token, session_cookie, sign_in_ok
 from sqlalchemy import select
@@ -355,6 +355,7 @@ def test_a_row_marked_revoked_ends_its_session_even_with_its_token_hash_kept(
     migration, an older version that kept the hash) ends its session. Database: at once;
     jwt: at the token's next refresh (GUARDIAN_SESSION_UPDATE_AGE), as any change made
     outside the revocation feed."""
+    needs_sql_registry(strategy)
     app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
     sessions = app.extensions["guardian_state"].models.session.__table__
     start = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)

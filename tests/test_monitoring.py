@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import AppFactory, db_of, guardian_of
+from conftest import AppFactory, db_of, guardian_of, store_config
 from flask import Flask, g, request
 from helpers import ADMIN, USER, csrf_token, sign_in, sign_in_ok
 from sqlalchemy import select
@@ -296,7 +296,8 @@ def test_first_use_of_a_stolen_token_in_a_process_is_compared_by_network(
     assert response.status_code == 200
     stolen = victim.get_cookie(app.extensions["guardian_state"].settings.cookie_name).value
     # A second app process on the same database has never seen this credential.
-    other = make_app(GUARDIAN_MONITOR_IP_NETWORK=True, GUARDIAN_ON_SUSPICIOUS_SESSION="revoke")
+    other = make_app(GUARDIAN_MONITOR_IP_NETWORK=True, GUARDIAN_ON_SUSPICIOUS_SESSION="revoke",
+                     **store_config(app))
     thief = other.test_client()
     thief.environ_base.update(HTTP_USER_AGENT=FIRST_AGENT, REMOTE_ADDR="203.0.113.99")
     name = other.extensions["guardian_state"].settings.cookie_name

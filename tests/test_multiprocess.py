@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import BASE_CONFIG, DATABASES, build_app, require_server, reset_database
+from conftest import BASE_CONFIG, DATABASES, build_app, require_server, reset_database, store_config
 from flask import Flask
 from helpers import ADMIN, USER
 
@@ -171,7 +171,7 @@ def cluster(strategy: str, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
             **os.environ,
             "GUARDIAN_MP_CONFIG": json.dumps({
                 **BASE_CONFIG, "SQLALCHEMY_DATABASE_URI": url, "SESSION_STRATEGY": strategy,
-                **settings,
+                **settings, **store_config(local),
             }),
         }
         ports = []

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import AppFactory, db_of, guardian_of
+from conftest import AppFactory, db_of, guardian_of, needs_sql_registry
 from flask import Flask
 from helpers import ADMIN, USER, csrf_token, sign_in, sign_in_ok, sign_out
 from sqlalchemy import func, select
@@ -89,6 +89,7 @@ def test_purge_with_nothing_to_do_returns_zero(app: Flask) -> None:
 def test_purge_removes_expired_and_revoked_sessions_in_batches(
     app: Flask, clock: Any, strategy: str
 ) -> None:
+    needs_sql_registry(strategy)
     idle = [signed_in(app) for _ in range(5)]  # will sit idle past their deadline
     clock.shift(timedelta(minutes=20))
     ended = [signed_in(app, ADMIN) for _ in range(4)]
@@ -108,8 +109,8 @@ def test_purge_removes_expired_and_revoked_sessions_in_batches(
 
 
 def test_purge_removes_sessions_past_their_absolute_deadline(
-    make_app: AppFactory, clock: Any
-) -> None:
+    make_app: AppFactory, clock: Any, strategy: str) -> None:
+    needs_sql_registry(strategy)
     app = make_app(GUARDIAN_SESSION_MAX_AGE=3600, GUARDIAN_SESSION_IDLE_TIMEOUT=1800,
                    GUARDIAN_SESSION_UPDATE_AGE=60)
     busy = signed_in(app)
@@ -136,6 +137,7 @@ def test_purge_keeps_revocations_a_token_may_still_need(app: Flask, clock: Any) 
 def test_purge_removes_revocations_once_no_token_can_be_valid(
     app: Flask, clock: Any, strategy: str
 ) -> None:
+    needs_sql_registry(strategy)
     for _ in range(3):
         client = signed_in(app)
         sign_out(client)
@@ -183,6 +185,7 @@ def test_purge_keeps_a_lockout_that_is_still_running(make_app: AppFactory, clock
 
 
 def test_purge_deletes_every_kind_in_one_call(app: Flask, clock: Any, strategy: str) -> None:
+    needs_sql_registry(strategy)
     ended = signed_in(app)
     sign_out(ended)
     sign_in(app.test_client(), "nobody@example.com", "wrong-password-0")

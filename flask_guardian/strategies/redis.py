@@ -357,25 +357,31 @@ class RedisStrategy(SessionStrategy):
             raise _down(exc) from exc
 
     def purge_expired(self) -> int:
-        """Drop device-index entries whose session has expired (Redis deletes the
-        sessions themselves at their deadline). Returns how many went."""
+        """Delete sessions past their deadline and device-index entries whose session is
+        gone; returns how many sessions went. Redis already forgets a session at its
+        deadline (its TTL): this tidies the per-user indexes, and catches a session whose
+        TTL a clock disagreement left behind (deadlines are decided in Python)."""
         removed = 0
+        now = time.time()
         try:
             for key in self.redis.scan_iter(match=self._user_prefix + "*", count=500):
                 index = self.redis.hgetall(key)
                 if not index:
                     continue
-                digests = list(index.items())
-                alive = self.redis.mget([self._session_prefix + d.decode("ascii")
-                                         for _, d in digests])
-                gone = [sid for (sid, _), raw in zip(digests, alive, strict=True)
-                        if raw is None]
-                if gone:
-                    removed += int(self.redis.hdel(key, *gone))
+                pairs = [(sid.decode("ascii"), d.decode("ascii")) for sid, d in index.items()]
+                raws = self.redis.mget([self._session_prefix + d for _, d in pairs])
+                user_id = int(key.decode("utf-8").rsplit(":", 1)[1])
+                dead: list[tuple[str, str]] = []
+                for pair, raw in zip(pairs, raws, strict=True):
+                    record = None if raw is None else (self._known.get(raw) or self._parse(raw))
+                    if record is None or record.expires <= now:
+                        dead.append(pair)
+                if dead:
+                    removed += len(self._delete(dead, user_id))
+                    self.redis.hdel(key, *[sid for sid, _ in dead])
         except self._errors as exc:
             raise _down(exc) from exc
         return removed
-
 
     def list(self, user_id: int, current_id: str | None) -> list[SessionInfo]:
         index = self._user_sessions(user_id)

@@ -2,6 +2,7 @@
 
     scripts/run-example                                 # database strategy
     GUARDIAN_EXAMPLE_STRATEGY=jwt scripts/run-example   # jwt strategy
+    GUARDIAN_EXAMPLE_STRATEGY=redis scripts/run-example # redis strategy (a local Redis)
     PORT=8000 scripts/run-example
 
 Pages: a root layout whose nav shows Home, Dashboard when signed in and Admin only for the
@@ -65,6 +66,9 @@ def create_app(
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url or f"sqlite:///{instance / 'example.db'}",
         SESSION_STRATEGY=strategy,
+        # GUARDIAN_EXAMPLE_STRATEGY=redis keeps sessions in the Redis at this URL.
+        GUARDIAN_REDIS_URL=os.environ.get("GUARDIAN_EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        GUARDIAN_REDIS_PREFIX="guardian-example:",
         # Secure cookies are the default and what production wants (the cookie is then
         # named __Host-guardian). A browser never sends a Secure cookie back over plain
         # http, so a local http://127.0.0.1 demo turns it off. Never do this in production.

@@ -200,7 +200,7 @@ def seen_by_other_process(cluster: Cluster, check: Callable[[], bool], what: str
     """Wait until ``check()`` holds: on the next request with the database strategy, within
     the revocation interval (bounded by PROPAGATION_LIMIT) with jwt. Returns the wait."""
     started = time.monotonic()
-    limit = 0.0 if cluster.strategy == "database" else PROPAGATION_LIMIT
+    limit = PROPAGATION_LIMIT if cluster.strategy == "jwt" else 0.0  # database, redis: at once
     while True:
         if check():
             return time.monotonic() - started

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import delete_redis_keys, strategy_config
 from flask import Flask
 from werkzeug.serving import make_server
 
@@ -71,13 +72,17 @@ def serve(app: Flask) -> tuple[Any, threading.Thread]:
 def live_server(strategy: str, tmp_path: Path) -> Iterator[LiveServer]:
     """The example app with ``strategy`` on a fresh SQLite file, demo users seeded."""
     example = load_example()
-    app = example.create_app(strategy, f"sqlite:///{tmp_path / 'example.db'}", **TEST_CONFIG)
+    store = strategy_config(strategy)
+    app = example.create_app(strategy, f"sqlite:///{tmp_path / 'example.db'}",
+                             **TEST_CONFIG, **store)
     server, thread = serve(app)
     yield LiveServer(app, f"http://127.0.0.1:{server.server_port}")
     server.shutdown()
     thread.join(timeout=10)
     with app.app_context():
         app.extensions["sqlalchemy"].engine.dispose()
+    if "GUARDIAN_REDIS_PREFIX" in store:
+        delete_redis_keys(store["GUARDIAN_REDIS_PREFIX"])
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,8 @@ class GuardianApp:
         its ``RowReader`` offers ``listen``/``unlisten`` for exactly this. Reached through
         internal attributes, so it degrades to nothing if they change.
         """
-        state = self.app.extensions.get("guardian_state")
+        guardian = self.app.extensions.get("guardian")
+        state = guardian.state_for(self.app) if guardian is not None else None
         reader = getattr(getattr(state, "strategy", None), "reader", None)
         if reader is not None and hasattr(reader, "listen") and hasattr(reader, "unlisten"):
             return [reader]

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, g, has_request_context, request
@@ -21,15 +21,14 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
+from .cookies import CLEAR
 from .credentials import Attempts, hash_kind
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .redirects import safe_redirect
 from .session import Session
+from .state import AppState, get_state
 from .storage import bounded, is_storage_error, is_timeout, rollback_quietly, unavailable
 from .strategies.base import RequestInfo, is_session_id, throttle_key
-
-if TYPE_CHECKING:
-    from .extension import AppState
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +53,6 @@ class SignOutResult:
 
 
 def _state() -> AppState:
-    from .extension import get_state
-
     return get_state()
 
 
@@ -237,8 +234,6 @@ def _start_session(state: AppState, user: Any, auth_time: Any = None) -> Session
 def sign_out(*, redirect_url: object = None) -> SignOutResult:
     """End the current session server-side (both strategies: a replayed cookie or token
     is anonymous afterwards) and clear the cookie."""
-    from .extension import CLEAR
-
     state = _state()
     target = safe_redirect(redirect_url, state.settings.default_redirect)
     current: Session | None = g.get("session")

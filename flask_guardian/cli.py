@@ -9,7 +9,7 @@ from flask.cli import with_appcontext
 from sqlalchemy import func, or_, select
 
 from .credentials import read_hash_kinds
-from .extension import get_state
+from .state import get_state
 
 
 @click.group("guardian")

@@ -4,8 +4,8 @@ ORM events and CLI. The decisions live in the modules it wires together."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -21,8 +21,8 @@ from flask import (
 from sqlalchemy import event, inspect
 
 from . import auth, signals
-from .config import Settings, load_settings
-from .cookies import read_cookie
+from .config import load_settings
+from .cookies import CLEAR, read_cookie
 from .credentials import LoginThrottle, PasswordHasher
 from .csrf import CSRFProtect
 from .errors import AuthError, ConfigurationError, StorageUnavailable
@@ -30,36 +30,12 @@ from .models import Models, build_models
 from .protection import check_access, match_rule
 from .redirects import current_path
 from .session import Session
+from .state import AppState, get_state
 from .storage import is_storage_error, rollback_quietly, unavailable
-from .strategies.base import BEARER_MARK, SessionInfo, SessionStrategy
+from .strategies.base import BEARER_MARK, SessionInfo
 
-#: Marks a cookie to be cleared by ``after_request``.
-CLEAR = ""
 #: User columns whose change must reach live sessions.
 _WATCHED = ("role", "email", "name", "password_hash", "is_active")
-
-
-@dataclass(slots=True)
-class AppState:
-    """Everything flask-guardian keeps for one app (``app.extensions["guardian_state"]``)."""
-
-    guardian: Guardian
-    settings: Settings
-    db: Any
-    models: Models
-    hasher: PasswordHasher
-    throttle: LoginThrottle
-    csrf: CSRFProtect
-    strategy: SessionStrategy = None  # type: ignore[assignment]
-
-
-def get_state(app: Flask | None = None) -> AppState:
-    """The :class:`AppState` of ``app`` (default: the current app)."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
-        return app.extensions["guardian_state"]  # type: ignore[no-any-return]
-    except KeyError:
-        raise RuntimeError("flask-guardian is not initialised on this app") from None
 
 
 class Guardian:
@@ -72,9 +48,20 @@ class Guardian:
 
     def __init__(self, app: Flask | None = None, *, db: Any = None, user_model: Any = None) -> None:
         self.db = db
+        #: The state of each app this instance serves (weak: an app that goes away takes
+        #: its state with it).
+        self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
         self.models: Models | None = build_models(db, user_model) if db is not None else None
         if app is not None:
             self.init_app(app)
+
+    def state_for(self, app: Flask) -> AppState:
+        """The state this instance keeps for ``app`` (see :func:`flask_guardian.state.
+        get_state`)."""
+        try:
+            return self._states[app]
+        except KeyError:
+            raise RuntimeError("this Guardian is not initialised on that app") from None
 
     @property
     def user_model(self) -> Any:
@@ -92,6 +79,12 @@ class Guardian:
             raise ConfigurationError(
                 "db", "pass the app's Flask-SQLAlchemy object: Guardian(db=db)"
             )
+        if "guardian" in app.extensions:
+            # A second set of hooks would load every session twice and fight over the
+            # cookie: refuse before registering anything.
+            raise RuntimeError(
+                "flask-guardian is already initialised on this app: call init_app once"
+            )
         settings = load_settings(app.config)
         state = AppState(
             guardian=self,
@@ -103,8 +96,8 @@ class Guardian:
             csrf=CSRFProtect(settings),
         )
         state.strategy = settings.strategy_class(state)
+        self._states[app] = state
         app.extensions["guardian"] = self
-        app.extensions["guardian_state"] = state
 
         app.before_request(_make_before_request(state))
         app.after_request(_make_after_request(state))

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, g, jsonify, redirect, render_template, re
 
 from .auth import revoke, revoke_user, sign_in, sign_out
 from .errors import AuthError, BadRequest, NotFound, StorageUnavailable, Unauthorized
-from .extension import get_state
 from .protection import login_required
 from .redirects import current_path, safe_redirect
+from .state import get_state
 from .storage import translate
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")

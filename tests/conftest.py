@@ -25,6 +25,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from flask_guardian import Guardian, login_required, roles_required
+from flask_guardian.state import get_state
 
 STRATEGIES = [
     s.strip() for s in os.environ.get("GUARDIAN_TEST_STRATEGIES", "database,jwt,redis")
@@ -350,7 +351,7 @@ def make_proxied_app(proxied_database: ProxiedDatabase, strategy: str) -> Iterat
     for app in apps:
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()
-        state = app.extensions["guardian_state"]
+        state = get_state(app)
         reader = getattr(state.strategy, "reader", None)
         if reader is not None:
             reader.close_all()
@@ -390,7 +391,7 @@ class QueryCounter:
         self.statements: list[str] = []
         # The database strategy reads sessions on its own DBAPI connection (lookup.py),
         # outside SQLAlchemy's events; its reader reports each statement it runs.
-        strategy = app.extensions["guardian_state"].strategy
+        strategy = get_state(app).strategy
         self.reader = getattr(strategy, "reader", None)
         # The redis strategy's commands count too ("GET ...", "SET ...").
         self.redis = getattr(strategy, "redis", None)

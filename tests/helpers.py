@@ -8,6 +8,8 @@ from conftest import ADMIN, USER
 from flask import Flask
 from werkzeug.http import parse_set_header
 
+from flask_guardian.state import get_state
+
 
 def csrf_token(client: Any) -> str:
     """A CSRF token for ``client`` (sets the CSRF seed cookie on it)."""
@@ -41,7 +43,7 @@ def sign_out(client: Any, **headers: str) -> Any:
 
 
 def cookie_name(app: Flask) -> str:
-    return str(app.extensions["guardian_state"].settings.cookie_name)
+    return str(get_state(app).settings.cookie_name)
 
 
 def session_cookie(client: Any, app: Flask) -> str | None:

@@ -21,6 +21,7 @@ from helpers import ADMIN, USER
 
 import flask_guardian
 from flask_guardian import Guardian
+from flask_guardian.state import get_state
 
 MAX_ATTEMPTS = 3
 LOCKOUT = 600
@@ -74,7 +75,7 @@ def test_lockout_refuses_the_right_password_with_too_many_attempts(
     app = make_app(**LIMITS)
     client = app.test_client()
     fail(client, USER[0], MAX_ATTEMPTS)
-    hasher = app.extensions["guardian_state"].hasher
+    hasher = get_state(app).hasher
     before = hasher.hash_computations
     response = attempt(client, *USER)
     assert response.status_code == 429

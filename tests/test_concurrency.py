@@ -17,6 +17,8 @@ from sqlalchemy import select
 from test_multiprocess import JSON, Browser
 from werkzeug.serving import make_server
 
+from flask_guardian.state import get_state
+
 THREADS = 8
 ROUNDS = 20
 ACCOUNTS = 4  # two workers share each account, so one user has concurrent sessions
@@ -112,7 +114,7 @@ def test_concurrent_sign_in_requests_and_sign_out(served: tuple[Flask, int], str
     })
     assert (statuses, problems) == (expected, [])
 
-    state = app.extensions["guardian_state"]
+    state = get_state(app)
     sessions = state.models.session.__table__
     attempts = state.models.login_attempt.__table__
     revocations = state.models.revocation.__table__

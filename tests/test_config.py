@@ -17,6 +17,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from flask_guardian import ConfigurationError, Guardian
 from flask_guardian.config import DEFAULTS
+from flask_guardian.state import get_state
 from flask_guardian.strategies import DatabaseStrategy, JWTStrategy
 
 
@@ -29,7 +30,7 @@ def init(**config: Any) -> Flask:
 
 
 def settings_of(app: Flask) -> Any:
-    return app.extensions["guardian_state"].settings
+    return get_state(app).settings
 
 
 @pytest.mark.parametrize(
@@ -269,3 +270,17 @@ def test_outage_settings_accept_seconds_timedelta_and_none() -> None:
     defaults = settings_of(init())
     assert (defaults.db_connect_timeout, defaults.db_statement_timeout) == (3.0, 2.0)
     assert defaults.jwt_fail_open is False
+
+
+def test_a_second_init_app_on_one_app_fails_before_registering_anything() -> None:
+    app = Flask("twice")
+    app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI="sqlite://")
+    db = SQLAlchemy(app)
+    guardian = Guardian(app, db=db)
+    hooks = list(app.before_request_funcs.get(None, []))
+    with pytest.raises(RuntimeError, match="already initialised"):
+        guardian.init_app(app)
+    with pytest.raises(RuntimeError, match="already initialised"):
+        Guardian(app, db=db)
+    assert app.before_request_funcs.get(None, []) == hooks
+    assert list(app.extensions) == ["sqlalchemy", "guardian"]

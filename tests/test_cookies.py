@@ -15,13 +15,14 @@ from werkzeug.http import parse_date
 from werkzeug.wrappers import Request
 
 from flask_guardian.cookies import read_cookie
+from flask_guardian.state import get_state
 
 
 def _set_and_cleared(app: Flask, base_url: str = "http://localhost") -> tuple[dict[str, str],
                                                                               dict[str, str]]:
     client = app.test_client()
     client.environ_base["wsgi.url_scheme"] = base_url.split(":", 1)[0]
-    name = app.extensions["guardian_state"].settings.cookie_name
+    name = get_state(app).settings.cookie_name
     response = sign_in(client, *USER)
     assert response.status_code == 303
     (set_header,) = set_cookie_headers(response, name)

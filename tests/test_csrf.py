@@ -18,6 +18,8 @@ from helpers import (
     sign_out,
 )
 
+from flask_guardian.state import get_state
+
 
 def test_signin_without_token_is_refused(client: Any) -> None:
     response = client.post("/auth/signin", data={"email": USER[0], "password": USER[1]})
@@ -92,7 +94,7 @@ def test_a_planted_seed_and_token_pair_cannot_act_for_a_signed_in_user(app: Flas
     bound to the session, so such a pair forges nothing."""
     attacker = app.test_client()
     attacker_token = csrf_token(attacker)
-    seed_name = app.extensions["guardian_state"].settings.csrf_cookie_name
+    seed_name = get_state(app).settings.csrf_cookie_name
     attacker_seed = attacker.get_cookie(seed_name).value
     victim = app.test_client()
     sign_in_ok(victim)

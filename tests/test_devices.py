@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_guardian import roles_required
 from flask_guardian.devices import describe_user_agent
+from flask_guardian.state import get_state
 
 FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 SAFARI_IPHONE = (
@@ -141,7 +142,7 @@ def test_list_sessions_returns_every_device_of_the_user(app: Flask, strategy: st
 def test_list_sessions_marks_the_current_session_in_a_request(app: Flask) -> None:
     firefox = signed_in_device(app, FIREFOX_LINUX)
     signed_in_device(app, SAFARI_IPHONE)
-    name = app.extensions["guardian_state"].settings.cookie_name
+    name = get_state(app).settings.cookie_name
     user = user_by_email(app, USER[0])
     with app.test_request_context(
         "/", headers={"Cookie": f"{name}={session_cookie(firefox, app)}",
@@ -260,7 +261,7 @@ def test_revoking_the_current_session_signs_this_device_out(app: Flask) -> None:
     assert not is_signed_in(firefox)
     assert is_signed_in(iphone)
     replay = device(app, FIREFOX_LINUX)
-    replay.set_cookie(app.extensions["guardian_state"].settings.cookie_name, stolen or "")
+    replay.set_cookie(get_state(app).settings.cookie_name, stolen or "")
     assert not is_signed_in(replay)
 
 
@@ -357,7 +358,7 @@ def test_a_row_marked_revoked_ends_its_session_even_with_its_token_hash_kept(
     outside the revocation feed."""
     needs_sql_registry(strategy)
     app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
-    sessions = app.extensions["guardian_state"].models.session.__table__
+    sessions = get_state(app).models.session.__table__
     start = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
     with time_machine.travel(start, tick=False) as clock:
         client = app.test_client()
@@ -408,7 +409,7 @@ def test_revoke_user_sessions_except_current_keeps_the_requesting_session(app: F
     firefox = signed_in_device(app, FIREFOX_LINUX)
     iphone = signed_in_device(app, SAFARI_IPHONE)
     windows = signed_in_device(app, CHROME_WINDOWS)
-    name = app.extensions["guardian_state"].settings.cookie_name
+    name = get_state(app).settings.cookie_name
     user = user_by_email(app, USER[0])
     with app.test_request_context(
         "/", headers={"Cookie": f"{name}={session_cookie(firefox, app)}",
@@ -460,7 +461,7 @@ def test_a_bearer_api_client_lists_and_ends_sessions_without_csrf(
     api = device(app, "curl/8.5.0")
     sign_in_ok(api)
     token = session_cookie(api, app)
-    api.delete_cookie(app.extensions["guardian_state"].settings.cookie_name)
+    api.delete_cookie(get_state(app).settings.cookie_name)
     bearer = {"Authorization": f"Bearer {token}", **JSON}
 
     sessions = api.get("/auth/sessions", headers=bearer).get_json()["sessions"]

@@ -15,6 +15,7 @@ from flask import Flask, request
 from helpers import USER, sign_in, sign_in_ok
 
 from flask_guardian import login_required
+from flask_guardian.state import get_state
 from flask_guardian.strategies import database
 
 
@@ -36,7 +37,7 @@ def test_refresh_writes_once_when_due(app: Flask, strategy: str) -> None:
     with time_machine.travel(start, tick=False):
         sign_in_ok(client)
         client.get("/dashboard")
-    update_age = app.extensions["guardian_state"].settings.update_age
+    update_age = get_state(app).settings.update_age
     with time_machine.travel(start + timedelta(seconds=update_age + 1), tick=False):
         with QueryCounter(app) as queries:
             assert client.get("/dashboard").status_code == 200
@@ -48,7 +49,7 @@ def test_refresh_writes_once_when_due(app: Flask, strategy: str) -> None:
 
 
 def test_sign_in_costs_one_hash(app: Flask, client: Any) -> None:
-    hasher = app.extensions["guardian_state"].hasher
+    hasher = get_state(app).hasher
     sign_in(client, "nobody@example.com", "whatever-password")  # warm the dummy hash
     before = hasher.hash_computations
     sign_in_ok(client, USER)
@@ -90,7 +91,7 @@ def test_forked_child_reads_on_its_own_connection(database_url: str, fork: str) 
     child (a pre-forking server), also when the fork happens in C and Python's fork hooks
     never run (uWSGI by default): the child opens its own."""
     app = build_app(database_url, "database")
-    reader = app.extensions["guardian_state"].strategy.reader
+    reader = get_state(app).strategy.reader
     client = app.test_client()
     sign_in_ok(client)
     assert client.get("/dashboard").status_code == 200
@@ -126,7 +127,7 @@ def test_database_strategy_keeps_a_bounded_number_of_rows(
     work again, never a wrong answer."""
     monkeypatch.setattr(database, "_KNOWN_MAX", 2)
     app = build_app(database_url, "database")
-    strategy = app.extensions["guardian_state"].strategy
+    strategy = get_state(app).strategy
     clients = [app.test_client() for _ in range(3)]
     for client in clients:
         sign_in_ok(client)

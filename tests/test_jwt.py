@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask
 from helpers import USER, cookie_name, session_cookie, sign_in, sign_in_ok, sign_out
 
+from flask_guardian.state import get_state
+
 
 @pytest.fixture(params=["jwt"])
 def strategy(request: pytest.FixtureRequest) -> str:
@@ -308,8 +310,8 @@ def test_sign_out_in_one_app_is_refused_by_another_sharing_the_database(
     second = make_app(GUARDIAN_JWT_REVOCATION_INTERVAL=0)
     assert guardian_of(first) is not guardian_of(second)
     assert first.extensions["sqlalchemy"] is not second.extensions["sqlalchemy"]
-    assert first.extensions["guardian_state"].strategy is not (
-        second.extensions["guardian_state"].strategy
+    assert get_state(first).strategy is not (
+        get_state(second).strategy
     )
     client = first.test_client()
     sign_in_ok(client)
@@ -343,7 +345,7 @@ def test_bearer_client_gets_refreshed_token_in_a_header_and_stays_signed_in(
 
     from conftest import QueryCounter
 
-    settings = app.extensions["guardian_state"].settings
+    settings = get_state(app).settings
     start = datetime.now(UTC)
     with time_machine.travel(start, tick=False):
         token = signed_in_token(app)

@@ -17,6 +17,7 @@ from helpers import ADMIN, USER, csrf_token, sign_in, sign_in_ok
 from sqlalchemy import select
 
 from flask_guardian import login_required, signals
+from flask_guardian.state import get_state
 
 FIRST_AGENT = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
 OTHER_AGENT = "curl/8.5.0"
@@ -294,13 +295,13 @@ def test_first_use_of_a_stolen_token_in_a_process_is_compared_by_network(
     victim = browser(app)
     response = sign_in(victim, *USER, json=True)
     assert response.status_code == 200
-    stolen = victim.get_cookie(app.extensions["guardian_state"].settings.cookie_name).value
+    stolen = victim.get_cookie(get_state(app).settings.cookie_name).value
     # A second app process on the same database has never seen this credential.
     other = make_app(GUARDIAN_MONITOR_IP_NETWORK=True, GUARDIAN_ON_SUSPICIOUS_SESSION="revoke",
                      **store_config(app))
     thief = other.test_client()
     thief.environ_base.update(HTTP_USER_AGENT=FIRST_AGENT, REMOTE_ADDR="203.0.113.99")
-    name = other.extensions["guardian_state"].settings.cookie_name
+    name = get_state(other).settings.cookie_name
     thief.set_cookie(name, stolen)
     with received(signals.suspicious_session, other) as calls:
         assert thief.get("/auth/session").get_json() is None

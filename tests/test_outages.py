@@ -26,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from flask_guardian import StorageUnavailable
+from flask_guardian.state import get_state
 
 JSON = {"Accept": "application/json"}
 #: A generous upper bound on any answer while the database stalls (the documented bound
@@ -214,7 +215,7 @@ def test_sign_in_that_hits_a_fault_does_not_count_toward_lockout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = make_proxied_app()
-    state = app.extensions["guardian_state"]
+    state = get_state(app)
     proxy = proxied_database.proxy
     verify = state.hasher.verify
 

@@ -18,12 +18,14 @@ from flask import Flask
 from helpers import ADMIN, USER, sign_in, sign_in_ok
 from sqlalchemy import select, update
 
+from flask_guardian.state import get_state
+
 INACTIVE = ("inactive@example.com", "inactive-password-123")
 FAILED_JSON = {"ok": False, "error": "invalid_credentials"}
 
 
 def hasher_of(app: Flask) -> Any:
-    return app.extensions["guardian_state"].hasher
+    return get_state(app).hasher
 
 
 def stored_hash(app: Flask, email: str) -> str:
@@ -221,7 +223,7 @@ def test_weaker_argon2_hash_is_upgraded_to_the_configured_parameters(
 ) -> None:
     params, config = WEAK_ARGON2[weakness]
     app = make_app(**config)
-    settings = app.extensions["guardian_state"].settings
+    settings = get_state(app).settings
     weak = argon2.PasswordHasher(parallelism=1, **params).hash(USER[1])
     store_hash(app, USER[0], weak)
     sign_in_ok(app.test_client(), USER)

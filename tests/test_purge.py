@@ -15,6 +15,8 @@ from flask import Flask
 from helpers import ADMIN, USER, csrf_token, sign_in, sign_in_ok, sign_out
 from sqlalchemy import func, select
 
+from flask_guardian.state import get_state
+
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
 
@@ -27,7 +29,7 @@ def clock() -> Iterator[Any]:
 
 
 def models(app: Flask) -> Any:
-    return app.extensions["guardian_state"].models
+    return get_state(app).models
 
 
 def rows(app: Flask, model_name: str) -> list[Any]:

@@ -22,6 +22,8 @@ from helpers import ADMIN, USER, csrf_token, session_cookie, sign_in_ok
 from redis import Redis
 from sqlalchemy.engine import make_url
 
+from flask_guardian.state import get_state
+
 JSON = {"Accept": "application/json"}
 T0 = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
 
@@ -85,7 +87,7 @@ def test_every_key_carries_the_prefix_and_apps_sharing_redis_see_nothing_of_each
 
 
 def guardian_cookie_name(app: Flask) -> str:
-    return str(app.extensions["guardian_state"].settings.cookie_name)
+    return str(get_state(app).settings.cookie_name)
 
 
 def test_a_sessions_key_lives_until_its_deadline(make_app: AppFactory) -> None:

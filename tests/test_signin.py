@@ -12,6 +12,7 @@ from helpers import ADMIN, USER, csrf_token, session_cookie, sign_in, sign_in_ok
 
 import flask_guardian
 from flask_guardian import signals
+from flask_guardian.state import get_state
 
 _TABLES = ("guardian_sessions", "guardian_revocations", "guardian_login_attempts")
 
@@ -86,7 +87,7 @@ def test_signout_ends_session_and_replayed_cookie_is_anonymous(client: Any, app:
 
 
 def client_cookie_name(app: Flask) -> str:
-    return str(app.extensions["guardian_state"].settings.cookie_name)
+    return str(get_state(app).settings.cookie_name)
 
 
 def test_signout_json(client: Any) -> None:

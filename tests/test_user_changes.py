@@ -15,6 +15,7 @@ from helpers import ADMIN, USER, session_cookie, sign_in, sign_in_ok
 from sqlalchemy import delete, select, update
 
 import flask_guardian
+from flask_guardian.state import get_state
 
 JSON = {"Accept": "application/json"}
 
@@ -89,7 +90,7 @@ def test_reactivating_a_user_does_not_revive_ended_sessions(app: Flask) -> None:
         db_of(app).session.commit()
     assert client.get("/auth/session").get_json() is None
     replay = app.test_client()
-    replay.set_cookie(app.extensions["guardian_state"].settings.cookie_name, stale or "")
+    replay.set_cookie(get_state(app).settings.cookie_name, stale or "")
     assert replay.get("/auth/session").get_json() is None
     sign_in_ok(client, USER)  # the account itself works again
     assert client.get("/dashboard").status_code == 200
@@ -113,7 +114,7 @@ def test_new_account_with_a_deleted_users_email_inherits_no_session(app: Flask) 
     with app.app_context():
         guardian_of(app).create_user(USER[0], "another-password-789")
     replay = app.test_client()
-    replay.set_cookie(app.extensions["guardian_state"].settings.cookie_name, stale)
+    replay.set_cookie(get_state(app).settings.cookie_name, stale)
     assert_signed_out_everywhere(replay)
 
 
@@ -167,7 +168,7 @@ def test_user_deleted_with_core_sql_is_anonymous_by_the_next_refresh(
     with time_machine.travel(t0, tick=False) as clock:
         sign_in_ok(client, USER)
         with app.app_context():
-            state = app.extensions["guardian_state"]
+            state = get_state(app)
             users = state.models.user.__table__
             sessions = state.models.session.__table__
             user_id = user_row(app, USER[0]).id

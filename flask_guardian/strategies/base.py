@@ -29,7 +29,7 @@ from ..models import USER_AGENT_MAX_LENGTH, utcnow
 from ..session import Session, SessionUser
 
 if TYPE_CHECKING:
-    from ..extension import AppState
+    from ..state import AppState
 
 logger = logging.getLogger("flask_guardian")
 

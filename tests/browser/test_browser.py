@@ -10,6 +10,8 @@ from urllib.parse import quote, unquote
 
 import pytest
 
+from flask_guardian.state import get_state
+
 from .conftest import LiveServer
 
 pytestmark = pytest.mark.browser
@@ -215,7 +217,7 @@ def test_api_me_answers_json_to_the_cookie_and_to_a_bearer_token(
         return
 
     # An API client sends the JWT as a bearer token, with no cookie at all.
-    cookie_name = live_server.app.extensions["guardian_state"].settings.cookie_name
+    cookie_name = get_state(live_server.app).settings.cookie_name
     token = next(c["value"] for c in context.cookies() if c["name"] == cookie_name)
     api = new_context().request
     bearer = {"Authorization": f"Bearer {token}"}

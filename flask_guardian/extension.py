@@ -5,37 +5,21 @@ ORM events and CLI. The decisions live in the modules it wires together."""
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-from flask import (
-    Flask,
-    Response,
-    current_app,
-    g,
-    has_app_context,
-    has_request_context,
-    request,
-)
-from sqlalchemy import event, inspect
+from flask import Flask, g
 
-from . import auth, signals
+from . import auth
 from .config import load_settings
-from .cookies import CLEAR, read_cookie
 from .credentials import LoginThrottle, PasswordHasher
 from .csrf import CSRFProtect
-from .errors import AuthError, ConfigurationError, StorageUnavailable
+from .errors import AuthError, ConfigurationError
 from .models import Models, build_models
-from .protection import check_access, match_rule
 from .redirects import current_path
-from .session import Session
+from .request_cycle import make_after_request, make_before_request
 from .state import AppState, get_state
-from .storage import is_storage_error, rollback_quietly, unavailable
-from .strategies.base import BEARER_MARK, SessionInfo
-
-#: User columns whose change must reach live sessions.
-_WATCHED = ("role", "email", "name", "password_hash", "is_active")
+from .strategies.base import SessionInfo
+from .user_changes import listen_for_user_changes
 
 
 class Guardian:
@@ -99,8 +83,8 @@ class Guardian:
         self._states[app] = state
         app.extensions["guardian"] = self
 
-        app.before_request(_make_before_request(state))
-        app.after_request(_make_after_request(state))
+        app.before_request(make_before_request(state))
+        app.after_request(make_after_request(state))
         app.register_error_handler(AuthError, _handle_auth_error)
 
         from .views import blueprint
@@ -120,7 +104,7 @@ class Guardian:
         from .cli import guardian_cli
 
         app.cli.add_command(guardian_cli)
-        _listen_for_user_changes(self.db, self.models)
+        listen_for_user_changes(self.db)
 
     # -- management API (each call commits) -------------------------------------------
 
@@ -167,176 +151,7 @@ class Guardian:
         return auth.purge_expired(get_state(), batch_size=batch_size)
 
 
-# -- request hooks --------------------------------------------------------------------
-
-
-def _make_before_request(state: AppState) -> Callable[[], None]:
-    strategy = state.strategy
-    settings = state.settings
-    cookie_name = settings.cookie_name
-    rules = settings.protected_routes
-
-    def load_session() -> None:
-        """The hot path: one token read, one lookup (none for a cached JWT)."""
-        req = request._get_current_object()  # type: ignore[attr-defined]
-        values = g._get_current_object().__dict__
-        values["session"] = None
-        # g outlives a request when an app context was pushed around several: never send
-        # one request's cookie with another's response.
-        values.pop("_guardian_cookie", None)
-        values.pop("_guardian_csrf_seed", None)
-        if req.endpoint == "static":
-            return
-        token = strategy.read_token(req)
-        if token is not None:
-            try:
-                loaded = strategy.load(token, req)
-            except Exception as exc:
-                if isinstance(exc, StorageUnavailable) or is_storage_error(exc):
-                    _outage(state, exc, req.endpoint, values)
-                raise
-            if loaded is not None:
-                values["session"] = loaded[0]
-                if loaded[1] is not None:
-                    values["_guardian_cookie"] = loaded[1]
-            elif read_cookie(req.environ, cookie_name) == token:
-                values["_guardian_cookie"] = CLEAR  # stop the browser sending a dead credential
-        elif read_cookie(req.environ, cookie_name) is not None:
-            values["_guardian_cookie"] = CLEAR
-        if rules and req.blueprint != "guardian":  # sign-in must stay reachable
-            rule = match_rule(rules, req.path)
-            if rule is not None:
-                check_access(values["session"], rule.roles)
-
-    return load_session
-
-
-def _outage(state: AppState, exc: Exception, endpoint: str | None,
-            values: dict[str, Any]) -> NoReturn:
-    """The session could not be loaded because the database is unavailable: answer 503
-    (never the driver's exception, never a 500), with nothing decided about the session.
-    The cookie stays, so the user is still signed in once the database is back, except on
-    sign-out, where the browser forgets it (the 503 says the server could not end it)."""
-    rollback_quietly(state.db)  # nothing left for the teardown to roll back
-    if endpoint == "guardian.signout":
-        values["_guardian_cookie"] = CLEAR
-    if isinstance(exc, StorageUnavailable):
-        raise exc
-    raise unavailable(exc, "session lookup") from exc
-
-
-def _make_after_request(state: AppState) -> Callable[[Response], Response]:
-    settings = state.settings
-
-    def write_cookies(response: Response) -> Response:
-        values = g._get_current_object().__dict__
-        pending: str | None = values.get("_guardian_cookie")
-        seed: str | None = values.get("_guardian_csrf_seed")
-        if pending is None and seed is None:
-            if values.get("session") is not None:
-                # A signed-in page must not be kept by a shared cache or shown again from
-                # the browser's cache after sign-out (OWASP Session Management). A view
-                # that sets its own Cache-Control keeps it. (No Vary: a response no cache
-                # may store needs none.)
-                headers = response.headers
-                for key, _ in headers:  # a scan, not get(): a miss raises inside
-                    if key.lower() == "cache-control":
-                        break
-                else:
-                    headers.add("Cache-Control", "no-store")
-            return response
-        attrs: dict[str, Any] = {
-            "path": settings.cookie_path,
-            "domain": settings.cookie_domain,
-            "secure": settings.cookie_secure,
-            "httponly": True,
-            "samesite": settings.cookie_samesite,
-        }
-        if pending == CLEAR:
-            response.delete_cookie(settings.cookie_name, **attrs)
-        elif pending is not None and request.environ.get(BEARER_MARK):
-            # A bearer client keeps its token itself: a refreshed one goes in a header.
-            response.headers["X-Guardian-Token"] = pending
-        elif pending is not None:
-            session: Session | None = values.get("session")
-            expires: datetime | None = None
-            if session is not None:
-                expires = session.auth_time + timedelta(seconds=settings.max_age)
-            response.set_cookie(settings.cookie_name, pending, expires=expires, **attrs)
-        if seed is not None:
-            response.set_cookie(settings.csrf_cookie_name, seed, **attrs)
-        # Responses that carry credentials must not be stored by any cache.
-        response.headers["Cache-Control"] = "no-store"
-        response.vary.add("Cookie")
-        return response
-
-    return write_cookies
-
-
 def _handle_auth_error(error: AuthError) -> Any:
     from .views import render_error
 
     return render_error(error)
-
-
-# -- ORM events -----------------------------------------------------------------------
-
-
-def _listen_for_user_changes(db: Any, models: Models) -> None:
-    """Make a change to a user row reach its sessions however the app makes it (through
-    the ORM): role, identity and password changes bump ``session_version``; deactivation
-    and deletion end every session; a password change ends all but the current one."""
-    if db.__dict__.get("_guardian_listening"):
-        return
-    db.__dict__["_guardian_listening"] = True
-    user_model = models.user
-
-    def before_flush(db_session: Any, flush_context: Any, instances: Any) -> None:
-        try:
-            state = get_state()
-        except RuntimeError:
-            return
-        current = g.get("session") if has_request_context() else None
-        changes: list[tuple[Any, int, str | None, str | None, str]] = []
-        for obj in list(db_session.dirty):
-            if not isinstance(obj, user_model) or obj.id is None:
-                continue
-            attrs = inspect(obj).attrs
-            changed = {a for a in _WATCHED if attrs[a].history.has_changes()}
-            if not changed:
-                continue
-            obj.session_version = version = (obj.session_version or 0) + 1
-            if "is_active" in changed and not obj.is_active:
-                changes.append((obj.id, version, "all", None, "deactivated"))
-            elif "password_hash" in changed:
-                keep = current.id if current is not None and current.user.id == obj.id else None
-                changes.append((obj.id, version, "others", keep, "password_changed"))
-            else:
-                changes.append((obj.id, version, None, None, "user_changed"))
-        for obj in list(db_session.deleted):
-            if isinstance(obj, user_model) and obj.id is not None:
-                changes.append((obj.id, (obj.session_version or 0) + 1, "all", None, "deleted"))
-        for user_id, version, end, keep, reason in changes:
-            ended = state.strategy.on_user_changed(db_session, user_id, version, end=end,
-                                                   keep=keep)
-            if ended:
-                db_session.info.setdefault("guardian_revoked", []).append(
-                    (ended, user_id, reason)
-                )
-
-    def after_commit(db_session: Any) -> None:
-        revoked = db_session.info.pop("guardian_revoked", None)
-        if revoked and has_app_context():
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-            for ended, user_id, reason in revoked:
-                signals.session_revoked.send(app, session_ids=ended, user_id=user_id,
-                                             reason=reason)
-
-    def after_rollback(db_session: Any) -> None:
-        db_session.info.pop("guardian_revoked", None)
-
-    event.listen(db.session, "after_commit", after_commit)
-    event.listen(db.session, "after_rollback", after_rollback)
-    event.listen(db.session, "before_flush", before_flush)
-
-

@@ -1,0 +1,136 @@
+"""The life of a request, in the order it happens.
+
+1. ``before_request`` (:func:`make_before_request`): read the credential the request
+   carries, let the strategy load its session into ``g.session`` (one lookup at most; none
+   for a cached JWT), note a dead cookie for clearing, and apply the configured route
+   rules. A store that cannot answer becomes ``StorageUnavailable`` (503).
+2. The view runs; ``sign_in``/``sign_out`` and the management calls may set a new session,
+   a token to send, or a cookie to clear (``g._guardian_cookie``) and a new CSRF seed
+   (``g._guardian_csrf_seed``).
+3. ``after_request`` (:func:`make_after_request`): write, refresh or clear the cookies with
+   the same attributes they were set with, and keep credential-bearing and signed-in
+   responses out of every cache.
+
+Everything here runs on every request: it reads ``g``'s namespace directly (through its
+proxy a lookup costs ten times as much) and asks the settings nothing it could have been
+told at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from flask import Response, g, request
+
+from .cookies import CLEAR, read_cookie
+from .errors import StorageUnavailable
+from .protection import check_access, match_rule
+from .session import Session
+from .state import AppState
+from .storage import is_storage_error, rollback_quietly, unavailable
+from .strategies.base import BEARER_MARK
+
+
+def make_before_request(state: AppState) -> Callable[[], None]:
+    strategy = state.strategy
+    settings = state.settings
+    cookie_name = settings.cookie_name
+    rules = settings.protected_routes
+
+    def load_session() -> None:
+        """The hot path: one token read, one lookup (none for a cached JWT)."""
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        values = g._get_current_object().__dict__
+        values["session"] = None
+        # g outlives a request when an app context was pushed around several: never send
+        # one request's cookie with another's response.
+        values.pop("_guardian_cookie", None)
+        values.pop("_guardian_csrf_seed", None)
+        if req.endpoint == "static":
+            return
+        token = strategy.read_token(req)
+        if token is not None:
+            try:
+                loaded = strategy.load(token, req)
+            except Exception as exc:
+                if isinstance(exc, StorageUnavailable) or is_storage_error(exc):
+                    _outage(state, exc, req.endpoint, values)
+                raise
+            if loaded is not None:
+                values["session"] = loaded[0]
+                if loaded[1] is not None:
+                    values["_guardian_cookie"] = loaded[1]
+            elif read_cookie(req.environ, cookie_name) == token:
+                values["_guardian_cookie"] = CLEAR  # stop the browser sending a dead credential
+        elif read_cookie(req.environ, cookie_name) is not None:
+            values["_guardian_cookie"] = CLEAR
+        if rules and req.blueprint != "guardian":  # sign-in must stay reachable
+            rule = match_rule(rules, req.path)
+            if rule is not None:
+                check_access(values["session"], rule.roles)
+
+    return load_session
+
+
+def _outage(state: AppState, exc: Exception, endpoint: str | None,
+            values: dict[str, Any]) -> NoReturn:
+    """The session could not be loaded because the database is unavailable: answer 503
+    (never the driver's exception, never a 500), with nothing decided about the session.
+    The cookie stays, so the user is still signed in once the database is back, except on
+    sign-out, where the browser forgets it (the 503 says the server could not end it)."""
+    rollback_quietly(state.db)  # nothing left for the teardown to roll back
+    if endpoint == "guardian.signout":
+        values["_guardian_cookie"] = CLEAR
+    if isinstance(exc, StorageUnavailable):
+        raise exc
+    raise unavailable(exc, "session lookup") from exc
+
+
+def make_after_request(state: AppState) -> Callable[[Response], Response]:
+    settings = state.settings
+
+    def write_cookies(response: Response) -> Response:
+        values = g._get_current_object().__dict__
+        pending: str | None = values.get("_guardian_cookie")
+        seed: str | None = values.get("_guardian_csrf_seed")
+        if pending is None and seed is None:
+            if values.get("session") is not None:
+                # A signed-in page must not be kept by a shared cache or shown again from
+                # the browser's cache after sign-out (OWASP Session Management). A view
+                # that sets its own Cache-Control keeps it. (No Vary: a response no cache
+                # may store needs none.)
+                headers = response.headers
+                for key, _ in headers:  # a scan, not get(): a miss raises inside
+                    if key.lower() == "cache-control":
+                        break
+                else:
+                    headers.add("Cache-Control", "no-store")
+            return response
+        attrs: dict[str, Any] = {
+            "path": settings.cookie_path,
+            "domain": settings.cookie_domain,
+            "secure": settings.cookie_secure,
+            "httponly": True,
+            "samesite": settings.cookie_samesite,
+        }
+        if pending == CLEAR:
+            response.delete_cookie(settings.cookie_name, **attrs)
+        elif pending is not None and request.environ.get(BEARER_MARK):
+            # A bearer client keeps its token itself: a refreshed one goes in a header.
+            response.headers["X-Guardian-Token"] = pending
+        elif pending is not None:
+            session: Session | None = values.get("session")
+            expires: datetime | None = None
+            if session is not None:
+                expires = session.auth_time + timedelta(seconds=settings.max_age)
+            response.set_cookie(settings.cookie_name, pending, expires=expires, **attrs)
+        if seed is not None:
+            response.set_cookie(settings.csrf_cookie_name, seed, **attrs)
+        # Responses that carry credentials must not be stored by any cache.
+        response.headers["Cache-Control"] = "no-store"
+        response.vary.add("Cookie")
+        return response
+
+    return write_cookies

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
-from conftest import READS_PER_REQUEST, QueryCounter, build_app
+from conftest import READS_PER_REQUEST, QueryCounter, build_app, strategy_config
 from flask import Flask, request
 from helpers import USER, sign_in, sign_in_ok
 
+import flask_guardian
 from flask_guardian import login_required
 from flask_guardian.state import get_state
 from flask_guardian.strategies import database
@@ -137,3 +139,64 @@ def test_database_strategy_keeps_a_bounded_number_of_rows(
             assert len(strategy._known) <= 2
     with app.app_context():
         app.extensions["sqlalchemy"].engine.dispose()
+
+
+# -- a guard against regressions: calls per request, counted ----------------------------
+
+#: Calls flask-guardian's own code makes (and runs) on one steady-state request, by
+#: strategy: the committed budget. A change that adds a call to the path fails here;
+#: when the path gets cheaper, lower the budget to the new count (the message says it).
+CALL_BUDGET = {
+    # (anonymous, signed-in page, signed-in page behind @login_required)
+    "database": (17, 45, 50),
+    "jwt": (18, 33, 38),
+    "redis": (17, 37, 42),
+}
+PACKAGE = os.path.dirname(flask_guardian.__file__)
+
+
+def guardian_calls(client: Any, path: str) -> int:
+    """Python and C calls made by, or into, flask_guardian's code during one ``GET path``
+    (after three warm-up requests). The library's own inner calls are not counted, so the
+    figure does not move with a Flask, Werkzeug or driver release; only our code's."""
+    for _ in range(3):
+        client.get(path)
+    count = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal count
+        ours = frame.f_code.co_filename.startswith(PACKAGE)
+        if event == "call":
+            caller = frame.f_back
+            if ours or (caller is not None and caller.f_code.co_filename.startswith(PACKAGE)):
+                count += 1
+        elif event == "c_call" and ours:
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        response = client.get(path)
+    finally:
+        sys.setprofile(None)
+    assert response.status_code == 200
+    return count
+
+
+def test_steady_state_calls_stay_within_the_committed_budget(
+    strategy: str, tmp_path: Any
+) -> None:
+    """Deterministic, unlike time: the number of calls our code makes per request."""
+    app = build_app(f"sqlite:///{tmp_path / 'calls.db'}", strategy,
+                    **strategy_config(strategy))
+    client = app.test_client()
+    anonymous = guardian_calls(client, "/")
+    sign_in_ok(client)
+    measured = (anonymous, guardian_calls(client, "/"), guardian_calls(client, "/dashboard"))
+    budget = CALL_BUDGET[strategy]
+    assert all(m <= b for m, b in zip(measured, budget, strict=True)), (
+        f"{strategy}: {measured} calls per request, budget {budget}: a change added work "
+        "to the steady-state path"
+    )
+    assert measured == budget, (
+        f"{strategy}: the path got cheaper ({measured} < {budget}): lower CALL_BUDGET"
+    )

@@ -1,10 +1,14 @@
-"""The small interface every session strategy fills in, and the session registry both
-shipped strategies share (one ``guardian_sessions`` row per session).
+"""The storage-only contract every session strategy fills in (as Flask-Session's
+backends do), and the small helpers they share.
 
-A strategy answers four questions: which token does this request carry
-(:meth:`read_token`), which session is it (:meth:`load`, the hot path), what token starts a
-new session (:meth:`issue`), and what must happen when sessions end (:meth:`_on_revoked`).
-The extension never asks which strategy it runs.
+A strategy answers: which token does this request carry (:meth:`read_token`), which
+session is it (:meth:`load`, the hot path), what token starts a new session
+(:meth:`issue`), how sessions end (:meth:`revoke`, :meth:`revoke_user`), which sessions a
+user has (:meth:`list`), what a user change means for them (:meth:`on_user_changed`) and
+what to tidy (:meth:`purge_expired`). The extension never asks which strategy it runs.
+Strategies that keep a row per session in the SQL registry share
+:class:`~flask_guardian.strategies.registry.RegistryStrategy`; one that keeps its sessions
+elsewhere fills the contract in itself (``redis.py``).
 """
 
 from __future__ import annotations
@@ -21,11 +25,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import Request, current_app
-from sqlalchemy import and_, select, update
 
 from .. import signals
 from ..cookies import read_cookie
-from ..models import USER_AGENT_MAX_LENGTH, utcnow
+from ..models import USER_AGENT_MAX_LENGTH
 from ..session import Session, SessionUser
 
 if TYPE_CHECKING:
@@ -172,7 +175,6 @@ class SessionStrategy(ABC):
         self.settings = state.settings
         self.models = state.models
         self.db = state.db
-        self.sessions = state.models.session.__table__
         self.users = state.models.user.__table__
         self._flagged: dict[str, None] = {}
         self._cookie_name = state.settings.cookie_name
@@ -183,9 +185,10 @@ class SessionStrategy(ABC):
     def read_token(self, request: Request) -> str | None:
         """The credential the request carries, or None. Oversized or non-ASCII values are
         dropped here, before any parsing or query."""
-        return self._cookie_token(request.environ)
+        return self.cookie_token(request.environ)
 
-    def _cookie_token(self, environ: Any) -> str | None:
+    def cookie_token(self, environ: Any) -> str | None:
+        """The session cookie's value, or None when absent, oversized or not ASCII."""
         token = read_cookie(environ, self._cookie_name)
         if token is None or len(token) > self._token_max_length or not token.isascii():
             return None
@@ -211,112 +214,47 @@ class SessionStrategy(ABC):
         token for the cookie. ``auth_time`` keeps the absolute deadline when a session is
         rotated rather than newly signed in."""
 
-    def _on_revoked(self, session_ids: list[str], user_id: int | None) -> None:  # noqa: B027
-        """Called in the revoking transaction, after the registry rows are marked."""
+    @abstractmethod
+    def revoke(self, session_ids: Iterable[str], user_id: int | None = None) -> list[str]:
+        """End the named sessions (those of ``user_id`` only, when given); the ids of those
+        that were live. Where the store is the application's database, the caller
+        commits."""
 
+    @abstractmethod
+    def revoke_user(self, user_id: int, *, except_id: str | None = None) -> list[str]:
+        """End every session of ``user_id`` but ``except_id``; the ids that ended."""
+
+    @abstractmethod
     def on_user_changed(
         self, db_session: Any, user_id: int, version: int, *, end: str | None,
         keep: str | None = None,
     ) -> list[str]:
         """A user's role, password, identity or active flag changed, or the user was
-        deleted; ``version`` is the new ``session_version``. ``end`` is ``"all"`` (end every
-        session), ``"others"`` (all but ``keep``) or None. Called from the ORM flush;
-        returns the ids of the sessions it ended."""
-        if end is None:
-            return []
-        condition = self.sessions.c.user_id == user_id
-        if end == "others" and keep is not None:
-            condition = and_(condition, self.sessions.c.id != keep)
-        return self._revoke_where(db_session, condition, user_id)
+        deleted (user_changes.py decides; ``version`` is the new ``session_version``).
+        ``end`` is ``"all"`` (end every session), ``"others"`` (all but ``keep``) or None
+        (the sessions must see the change). Called from the ORM flush, inside the
+        application's transaction; returns the ids of the sessions it ends."""
 
-    # -- registry helpers -----------------------------------------------------------
+    def purge_expired(self) -> int:
+        """Delete what this strategy keeps and no longer needs, beyond the registry rows
+        ``guardian.purge_expired`` deletes itself; returns how many entries went."""
+        return 0
 
-    def _session_user(self, user: Any) -> SessionUser:
+    @abstractmethod
+    def list(self, user_id: int, current_id: str | None) -> list[SessionInfo]:
+        """The live sessions of ``user_id`` (the device list), most recent activity
+        first; ``current_id`` is marked current."""
+
+    # -- helpers for every strategy ---------------------------------------------------
+
+    def session_user(self, user: Any) -> SessionUser:
+        """The snapshot of ``user`` a session carries (id, email, name, role)."""
         return SessionUser(user.id, user.email, user.name, user.role)
 
-    def _deadlines(self, now: datetime, auth_time: datetime) -> tuple[datetime, datetime]:
+    def deadlines(self, now: datetime, auth_time: datetime) -> tuple[datetime, datetime]:
         """``(expires, absolute)``: the idle deadline capped by the absolute one."""
         absolute = auth_time + timedelta(seconds=self.settings.max_age)
         return min(now + timedelta(seconds=self.settings.idle_timeout), absolute), absolute
-
-    def _insert_record(
-        self,
-        user: Any,
-        info: RequestInfo,
-        session_id: str,
-        token_hash: str | None,
-        now: datetime,
-        auth_time: datetime,
-    ) -> tuple[datetime, datetime]:
-        expires, absolute = self._deadlines(now, auth_time)
-        self.db.session.execute(
-            self.sessions.insert().values(
-                id=session_id,
-                user_id=user.id,
-                user_uniquifier=user.uniquifier,
-                token_hash=token_hash,
-                strategy=self.name,
-                created_at=auth_time,
-                last_seen_at=now,
-                expires_at=expires,
-                absolute_expires_at=absolute,
-                ip=info.ip,
-                user_agent=info.user_agent,
-            )
-        )
-        return expires, absolute
-
-    def _revoke_where(self, db_session: Any, condition: Any, user_id: int | None) -> list[str]:
-        table = self.sessions
-        where = and_(condition, table.c.revoked_at.is_(None))
-        ids = [row[0] for row in db_session.execute(select(table.c.id).where(where))]
-        if ids:
-            db_session.execute(
-                update(table)
-                .where(table.c.id.in_(ids))
-                .values(revoked_at=utcnow(), token_hash=None)
-            )
-            self._on_revoked(ids, user_id)
-        return ids
-
-    def purge_expired(self) -> int:
-        """Delete what this strategy keeps outside the registry table and no longer needs;
-        returns how many entries went. (The registry rows are purged by
-        ``guardian.purge_expired``.)"""
-        return 0
-
-    def revoke(self, session_ids: Iterable[str], user_id: int | None = None) -> list[str]:
-        """End the named sessions (those of ``user_id`` only, when given). Does not
-        commit. Returns the ids that were live."""
-        condition = self.sessions.c.id.in_(list(session_ids))
-        if user_id is not None:
-            condition = and_(condition, self.sessions.c.user_id == user_id)
-        return self._revoke_where(self.db.session, condition, user_id)
-
-    def revoke_user(self, user_id: int, *, except_id: str | None = None) -> list[str]:
-        """End every session of ``user_id`` but ``except_id``. Does not commit."""
-        condition = self.sessions.c.user_id == user_id
-        if except_id is not None:
-            condition = and_(condition, self.sessions.c.id != except_id)
-        return self._revoke_where(self.db.session, condition, user_id)
-
-    def list(self, user_id: int, current_id: str | None) -> list[SessionInfo]:
-        """The live sessions of ``user_id``, newest first."""
-        t, u = self.sessions, self.users
-        rows = self.db.session.execute(
-            select(
-                t.c.id, t.c.strategy, t.c.created_at, t.c.last_seen_at, t.c.expires_at,
-                t.c.ip, t.c.user_agent,
-            )
-            .select_from(t.join(u, bound_to_user(t, u)))
-            .where(t.c.user_id == user_id, t.c.revoked_at.is_(None), t.c.expires_at > utcnow())
-            .order_by(t.c.last_seen_at.desc())
-        )
-        return [
-            SessionInfo(r.id, user_id, r.strategy, r.created_at, r.last_seen_at, r.expires_at,
-                        r.ip, r.user_agent, r.id == current_id)
-            for r in rows
-        ]
 
     # -- monitoring ------------------------------------------------------------------
 
@@ -351,13 +289,6 @@ class SessionStrategy(ABC):
             )
             return False
         return True
-
-
-def bound_to_user(sessions: Any, users: Any) -> Any:
-    """The join of a registry row to its user: the same id *and* the same uniquifier, so a
-    later account that got the id of a deleted one finds none of its sessions."""
-    return and_(users.c.id == sessions.c.user_id,
-                users.c.uniquifier == sessions.c.user_uniquifier)
 
 
 def sha256_hex(value: str) -> str:

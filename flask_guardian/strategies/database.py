@@ -20,13 +20,12 @@ from ..storage import bounded
 from .base import (
     Loaded,
     RequestInfo,
-    SessionStrategy,
-    bound_to_user,
     client_agent,
     ip_network,
     new_session_id,
     sha256_hex,
 )
+from .registry import RegistryStrategy, bound_to_user
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe alphabet. Anything else is
 # refused before it reaches the database.
@@ -39,7 +38,7 @@ _Known = tuple[Session, float, float, "str | None", "str | None"]
 _KNOWN_MAX = 4096
 
 
-class DatabaseStrategy(SessionStrategy):
+class DatabaseStrategy(RegistryStrategy):
     """Server-side sessions: revocation is immediate in every process."""
 
     name = "database"
@@ -133,4 +132,4 @@ class DatabaseStrategy(SessionStrategy):
         session_id = new_session_id()
         auth_time = auth_time or now
         expires, _ = self._insert_record(user, info, session_id, sha256_hex(token), now, auth_time)
-        return Session(session_id, self._session_user(user), expires, self.name, auth_time), token
+        return Session(session_id, self.session_user(user), expires, self.name, auth_time), token

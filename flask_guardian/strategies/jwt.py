@@ -37,12 +37,11 @@ from .base import (
     BEARER_MARK,
     Loaded,
     RequestInfo,
-    SessionStrategy,
-    bound_to_user,
     client_agent,
     ip_network,
     new_session_id,
 )
+from .registry import RegistryStrategy, bound_to_user
 
 #: Claims every token must carry; PyJWT refuses a token missing any of them.
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud", "sid", "auth_time"]
@@ -82,7 +81,7 @@ class _Verified:
         self.agent = agent
 
 
-class JWTStrategy(SessionStrategy):
+class JWTStrategy(RegistryStrategy):
     """Stateless verification with a registry row per session and a revocation feed."""
 
     name = "jwt"
@@ -148,7 +147,7 @@ class JWTStrategy(SessionStrategy):
                 if len(token) > self._token_max_length or not token.isascii():
                     return None
                 return token or None
-        return self._cookie_token(environ)
+        return self.cookie_token(environ)
 
     def load(self, token: str, request: Request) -> Loaded | None:
         entry = self._cache.get(token)
@@ -280,7 +279,7 @@ class JWTStrategy(SessionStrategy):
         session_id = new_session_id()
         auth_time = (auth_time or now).replace(microsecond=0)
         expires, _ = self._insert_record(user, info, session_id, None, now, auth_time)
-        session_user = self._session_user(user)
+        session_user = self.session_user(user)
         token, _ = self._encode(session_id, session_user, user.session_version or 0, auth_time,
                              expires, info.user_agent, info.ip)
         return Session(session_id, session_user, expires, self.name, auth_time), token
@@ -338,7 +337,7 @@ class JWTStrategy(SessionStrategy):
         # No token outlives its session's absolute deadline; after that the row is moot.
         return utcnow() + timedelta(seconds=self.settings.max_age + self.settings.jwt_leeway)
 
-    def _on_revoked(self, session_ids: list[str], user_id: int | None) -> None:
+    def on_revoked(self, session_ids: list[str], user_id: int | None) -> None:
         dead_after = time.time() + self.settings.max_age + self.settings.jwt_leeway
         for sid in session_ids:
             self._revoked[sid] = dead_after

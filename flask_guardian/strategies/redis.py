@@ -223,9 +223,9 @@ class RedisStrategy(SessionStrategy):
         digest = sha256_hex(token)
         now = utcnow()
         auth_time = auth_time or now
-        expires_at, absolute = self._deadlines(now, auth_time)
+        expires_at, absolute = self.deadlines(now, auth_time)
         session_id = new_session_id()
-        session_user = self._session_user(user)
+        session_user = self.session_user(user)
         value = encode_record(session_id, session_user, user.uniquifier,
                               auth_time.timestamp(), now.timestamp(), expires_at.timestamp(),
                               absolute.timestamp(), info.ip, info.user_agent)

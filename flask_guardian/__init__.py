@@ -2,7 +2,8 @@
 
 ``Guardian(app, db=db)`` loads the signed-in session into ``g.session`` on every request,
 provides the sign-in/sign-out routes, exposes ``session_user`` to templates and protects
-routes, with sessions kept in the database or in signed JWTs (``SESSION_STRATEGY``).
+routes, with sessions kept in the database, in signed JWTs or in Redis
+(``SESSION_STRATEGY``).
 """
 
 from __future__ import annotations

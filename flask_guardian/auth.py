@@ -232,7 +232,7 @@ def _start_session(state: AppState, user: Any, auth_time: Any = None) -> Session
 
 @_bounded
 def sign_out(*, redirect_url: object = None) -> SignOutResult:
-    """End the current session server-side (both strategies: a replayed cookie or token
+    """End the current session server-side (every strategy: a replayed cookie or token
     is anonymous afterwards) and clear the cookie."""
     state = _state()
     target = safe_redirect(redirect_url, state.settings.default_redirect)

@@ -187,10 +187,14 @@ def redis_proxy() -> Iterator[FaultProxy]:
         yield proxy
 
 
-def proxied_app(make_app: AppFactory, proxy: FaultProxy) -> Flask:
+def proxied_config(proxy: FaultProxy) -> dict[str, Any]:
     url = make_url(require_redis()).set(host="127.0.0.1", port=proxy.port)
-    return make_app(GUARDIAN_REDIS_URL=url.render_as_string(hide_password=False),
-                    GUARDIAN_REDIS_TIMEOUT=0.5)
+    return {"GUARDIAN_REDIS_URL": url.render_as_string(hide_password=False),
+            "GUARDIAN_REDIS_TIMEOUT": 0.5}
+
+
+def proxied_app(make_app: AppFactory, proxy: FaultProxy) -> Flask:
+    return make_app(**proxied_config(proxy))
 
 
 def assert_unavailable(response: Any) -> None:
@@ -250,3 +254,25 @@ def test_a_role_change_reaches_redis_sessions_at_once(app: Flask) -> None:
         db.session.commit()
     assert client.get("/admin").status_code == 200
     assert client.get("/auth/session").get_json()["user"]["role"] == "admin"
+
+
+def test_a_user_change_committed_while_redis_is_down_is_not_an_error_and_still_applies(
+    make_app: AppFactory, redis_proxy: FaultProxy
+) -> None:
+    """The SQL commit stands whatever Redis does after it: no error for the application,
+    and the sessions meet the change at their next refresh (they re-read the user)."""
+    app = make_app(**proxied_config(redis_proxy), GUARDIAN_SESSION_UPDATE_AGE=60)
+    client = app.test_client()
+    with time_machine.travel(T0, tick=False) as clock:
+        sign_in_ok(client)
+        redis_proxy.refuse()
+        with app.app_context():
+            model = guardian_of(app).user_model
+            db = app.extensions["sqlalchemy"]
+            user = db.session.execute(
+                db.select(model).where(model.email == USER[0])).scalar_one()
+            user.is_active = False
+            db.session.commit()  # must not raise
+        redis_proxy.restore()
+        clock.move_to(T0 + timedelta(seconds=61))
+        assert not signed_in(client)

@@ -162,8 +162,9 @@ class SessionInfo:
 
 
 class SessionStrategy(ABC):
-    """Base class of session strategies. Subclass it and set ``SESSION_STRATEGY`` to the
-    class (or its import string) to add a third one."""
+    """The contract of a session strategy: subclass it (or
+    :class:`~flask_guardian.strategies.registry.RegistryStrategy`, for sessions kept in
+    the SQL registry) and set ``SESSION_STRATEGY`` to the class or its import string."""
 
     #: The value of ``Session.strategy`` and of the registry's ``strategy`` column.
     name: ClassVar[str]
@@ -210,8 +211,8 @@ class SessionStrategy(ABC):
         *,
         auth_time: datetime | None = None,
     ) -> tuple[Session, str]:
-        """Start a session for ``user`` (write its registry row) and return it with the
-        token for the cookie. ``auth_time`` keeps the absolute deadline when a session is
+        """Start a session for ``user`` (store it) and return it with the token for the
+        cookie. ``auth_time`` keeps the absolute deadline when a session is
         rotated rather than newly signed in."""
 
     @abstractmethod
@@ -292,5 +293,5 @@ class SessionStrategy(ABC):
 
 
 def sha256_hex(value: str) -> str:
-    """SHA-256 hex digest: how the database strategy stores cookie tokens."""
+    """SHA-256 hex digest: how the database and redis strategies store cookie tokens."""
     return hashlib.sha256(value.encode("ascii")).hexdigest()

@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from flask import Request
 from sqlalchemy import bindparam, event, select
@@ -96,8 +96,6 @@ class RedisStrategy(SessionStrategy):
     """Server-side sessions in Redis: revocation is immediate in every process."""
 
     name = "redis"
-    #: The configuration keys this strategy reads (validated in its constructor).
-    config_keys: ClassVar[tuple[str, ...]] = ("GUARDIAN_REDIS_URL", "GUARDIAN_REDIS_PREFIX")
 
     def __init__(self, state: Any) -> None:
         super().__init__(state)
@@ -114,11 +112,17 @@ class RedisStrategy(SessionStrategy):
                 "SESSION_STRATEGY",
                 "the redis strategy needs redis-py: pip install 'flask-guardian-sessions[redis]'",
             ) from None
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         self.redis: Any = redis.Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=settings.redis_timeout,
             socket_timeout=settings.redis_timeout,
             health_check_interval=30,
+            # One immediate retry (a connection the server dropped, a restart), never
+            # redis-py's growing back-off: a failing Redis is a 503 within the timeout.
+            retry=Retry(NoBackoff(), 1),
         )
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         prefix = settings.redis_prefix
@@ -317,8 +321,15 @@ class RedisStrategy(SessionStrategy):
         keep: str | None = None,
     ) -> list[str]:
         """Ends (``end``) or marks for a re-read (role, name, email change) the user's
-        sessions once the transaction commits. Returns the ids it will end."""
-        index = self._user_sessions(user_id)
+        sessions once the transaction commits. Returns the ids it will end. A Redis that
+        cannot answer now must not fail the application's commit: the work is then done
+        after the commit, or, failing that too, at each session's next refresh."""
+        try:
+            index = self._user_sessions(user_id)
+        except StorageUnavailable:
+            pending = db_session.info.setdefault(self._pending_key, [])
+            pending.append((user_id, None, [], (end, keep)))
+            return []
         if end == "others" and keep is not None:
             ending = {sid: d for sid, d in index.items() if sid != keep}
         elif end is not None:
@@ -327,13 +338,27 @@ class RedisStrategy(SessionStrategy):
             ending = {}
         stale = {sid: d for sid, d in index.items() if sid not in ending}
         pending = db_session.info.setdefault(self._pending_key, [])
-        pending.append((user_id, list(ending.items()), list(stale.values())))
+        pending.append((user_id, list(ending.items()), list(stale.values()), None))
         return list(ending)
 
     def _apply_pending(self, db_session: Any) -> None:
-        for user_id, ending, stale in db_session.info.pop(self._pending_key, []):
-            self._delete(ending, user_id)
-            self._expire_refresh(stale)
+        """After the commit: the SQL change stands, so a Redis failure here must not turn
+        the application's successful commit into an error. It is logged (one line); the
+        sessions meet the change at their next refresh, when the user is read again from
+        SQL (within ``GUARDIAN_SESSION_UPDATE_AGE``)."""
+        for user_id, ending, stale, deferred in db_session.info.pop(self._pending_key, []):
+            try:
+                if ending is None:  # the index could not be read at flush time
+                    end, keep = deferred
+                    index = self._user_sessions(user_id)
+                    gone = {s: d for s, d in index.items()
+                            if end == "all" or (end == "others" and s != keep)}
+                    ending = list(gone.items())
+                    stale = [d for s, d in index.items() if s not in gone]
+                self._delete(ending, user_id)
+                self._expire_refresh(stale)
+            except StorageUnavailable:
+                continue  # logged by _down; the refresh re-reads the user
 
     def _drop_pending(self, db_session: Any) -> None:
         db_session.info.pop(self._pending_key, None)
@@ -378,7 +403,6 @@ class RedisStrategy(SessionStrategy):
                         dead.append(pair)
                 if dead:
                     removed += len(self._delete(dead, user_id))
-                    self.redis.hdel(key, *[sid for sid, _ in dead])
         except self._errors as exc:
             raise _down(exc) from exc
         return removed

@@ -18,6 +18,7 @@ from .models import Models, build_models
 from .redirects import current_path
 from .request_cycle import make_after_request, make_before_request
 from .state import AppState, get_state
+from .storage import bound_engine
 from .strategies.base import SessionInfo
 from .user_changes import listen_for_user_changes
 
@@ -105,6 +106,13 @@ class Guardian:
 
         app.cli.add_command(guardian_cli)
         listen_for_user_changes(self.db)
+        if "sqlalchemy" in app.extensions:
+            # Bound the app engine's connects now, not at the first session lookup: a
+            # fresh worker's first sign-in (or any strategy that never uses the reader)
+            # must not wait on a stalled database either. (An app that calls
+            # db.init_app later gets it at the first lookup.)
+            with app.app_context():
+                bound_engine(self.db.engine, settings.db_connect_timeout)
 
     # -- management API (each call commits) -------------------------------------------
 

@@ -320,3 +320,25 @@ def test_documented_teardown_guard_keeps_an_apps_good_response(
 
     response = app.test_client().get("/query-then-cut")
     assert response.status_code == 200
+
+
+def test_a_fresh_workers_first_sign_in_on_a_stalled_database_is_bounded(
+    make_proxied_app: AppFactory, proxied_database: ProxiedDatabase
+) -> None:
+    """The connect bound is on the app's engine from init_app, not from the first session
+    lookup: a worker whose very first request is a sign-in does not hang either."""
+    app = make_proxied_app(SQLALCHEMY_ENGINE_OPTIONS={})
+    with app.app_context():
+        get_state(app).db.engine.dispose()  # a fresh worker: no connection yet
+    proxy = proxied_database.proxy
+    worker = Worker(proxy)
+    try:
+        client = app.test_client()
+        token = worker.call(lambda: csrf_token(client))
+        proxy.stall()
+        response = worker.call(lambda: client.post(
+            "/auth/signin", json={"email": ADMIN[0], "password": ADMIN[1], "csrf_token": token}))
+        assert_unavailable(response, json=True)
+    finally:
+        proxy.restore()
+        worker.close()

@@ -64,7 +64,9 @@ def make_before_request(state: AppState) -> Callable[[], None]:
                     values["_guardian_cookie"] = loaded[1]
             elif read_cookie(req.environ, cookie_name) == token:
                 values["_guardian_cookie"] = CLEAR  # stop the browser sending a dead credential
-        elif read_cookie(req.environ, cookie_name) is not None:
+        elif read_cookie(req.environ, cookie_name) is not None and (
+            not req.environ.get(BEARER_MARK)  # a refused bearer header is not the cookie
+        ):
             values["_guardian_cookie"] = CLEAR
         if rules and req.blueprint != "guardian":  # sign-in must stay reachable
             rule = match_rule(rules, req.path)

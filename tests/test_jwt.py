@@ -364,3 +364,17 @@ def test_bearer_client_gets_refreshed_token_in_a_header_and_stays_signed_in(
     beyond = later + timedelta(seconds=settings.idle_timeout - 1)
     with time_machine.travel(beyond, tick=False):
         assert request_with(app, fresh, bearer=True).status_code == 200
+
+
+@pytest.mark.parametrize("header", ["Bearer ", "Bearer " + "x" * 5000, "Bearer ünïcödé"])
+def test_an_unusable_bearer_header_does_not_clear_a_good_cookie(app: Flask, header: str) -> None:
+    """The bearer header is refused (401), but the browser's own cookie was not the
+    credential that failed: it must not be cleared."""
+    client = app.test_client()
+    sign_in_ok(client)
+    response = client.get("/api/me", headers={"Authorization": header,
+                                              "Accept": "application/json"})
+    assert response.status_code == 401
+    assert not [h for h in response.headers.getlist("Set-Cookie")
+                if h.startswith(cookie_name(app) + "=")]
+    assert client.get("/api/me", headers={"Accept": "application/json"}).status_code == 200

@@ -8,7 +8,7 @@ import re
 import secrets
 import time
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Request
 from sqlalchemy import bindparam, select, update
@@ -31,9 +31,18 @@ from .registry import RegistryStrategy, bound_to_user
 # refused before it reaches the database.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
-#: A registry row worked out: the session, its deadline and refresh time (epoch seconds),
-#: and the address and user agent it was signed in with.
-_Known = tuple[Session, float, float, "str | None", "str | None"]
+class _Known(NamedTuple):
+    """A registry row worked out once and kept while the row stays the same: the
+    session, its deadline and refresh time (epoch seconds), and the address and user
+    agent it was signed in with."""
+
+    session: Session
+    expires_at: float
+    refresh_at: float
+    ip: str | None
+    signed_agent: str | None
+
+
 #: At most this many rows are kept worked out (one per live session that makes requests).
 _KNOWN_MAX = 4096
 
@@ -104,7 +113,7 @@ class DatabaseStrategy(RegistryStrategy):
         session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
                           as_utc(created))
         refresh_at = as_utc(last_seen).timestamp() + self.settings.update_age
-        known = (session, expires.timestamp(), refresh_at, ip, signed_agent)
+        known = _Known(session, expires.timestamp(), refresh_at, ip, signed_agent)
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()
         self._known[row] = known

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from . import auth
+from . import auth, users
 from .config import load_settings
 from .credentials import LoginThrottle, PasswordHasher
 from .csrf import CSRFProtect
@@ -121,7 +121,7 @@ class Guardian:
     ) -> Any:
         """Create and return a user. Raises ``ValueError`` for an invalid email or
         password, or an email that is taken (compared normalised)."""
-        return auth.create_user(get_state(), email, password, name=name, role=role)
+        return users.create_user(get_state(), email, password, name=name, role=role)
 
     def authenticate(self, email: str, password: str) -> Any | None:
         """The active user with this email and password, or None. Starts no session and
@@ -131,12 +131,12 @@ class Guardian:
     def set_password(self, user: Any, password: str) -> None:
         """Change the password: the user's other sessions end, the current one (if it is
         theirs) is rotated."""
-        auth.set_password(get_state(), user, password)
+        users.set_password(get_state(), user, password)
 
     def set_role(self, user: Any, role: str) -> None:
         """Change the role: the current session (if it is theirs) is rotated, the user's
         other sessions see the new role on their next request."""
-        auth.set_role(get_state(), user, role)
+        users.set_role(get_state(), user, role)
 
     def list_sessions(self, user: Any) -> list[SessionInfo]:
         """The user's live sessions, newest activity first."""

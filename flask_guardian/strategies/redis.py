@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import Request
 from sqlalchemy import bindparam, event, select
@@ -57,20 +57,20 @@ _VERSION = "1"
 _KNOWN_MAX = 4096
 
 
-class _Record:
+class _Record(NamedTuple):
     """A session record, parsed once and kept while the stored bytes stay the same."""
 
-    __slots__ = ("absolute", "agent", "expires", "ip", "refresh_at", "session", "uniquifier")
+    session: Session
+    uniquifier: str
+    refresh_at: float
+    expires: float
+    absolute: float
+    ip: str | None
+    agent: str | None
 
-    def __init__(self, session: Session, uniquifier: str, refresh_at: float, expires: float,
-                 absolute: float, ip: str | None, agent: str | None) -> None:
-        self.session = session
-        self.uniquifier = uniquifier
-        self.refresh_at = refresh_at
-        self.expires = expires
-        self.absolute = absolute
-        self.ip = ip
-        self.agent = agent
+
+#: Where the last-seen time stands among a record's fields (see :func:`encode_record`).
+_LAST_SEEN = 8
 
 
 def _opt(value: str | None) -> str:
@@ -174,6 +174,10 @@ class RedisStrategy(SessionStrategy):
         ):
             return None
         return session, None
+
+    def _record(self, raw: bytes) -> _Record | None:
+        """The record stored as ``raw``: worked out once, then from the cache."""
+        return self._known.get(raw) or self._parse(raw)
 
     def _parse(self, raw: bytes) -> _Record | None:
         try:
@@ -300,7 +304,7 @@ class RedisStrategy(SessionStrategy):
             raise _down(exc) from exc
         if raw is None:
             return None
-        record = self._known.get(raw) or self._parse(raw)
+        record = self._record(raw)
         return record.session.user.id if record is not None else None
 
     def _user_sessions(self, user_id: int) -> dict[str, str]:
@@ -375,7 +379,7 @@ class RedisStrategy(SessionStrategy):
                 if raw is None:
                     continue
                 fields = raw.decode("utf-8").split(_SEP)
-                fields[8] = repr(0.0)  # last seen long ago: the refresh is due
+                fields[_LAST_SEEN] = repr(0.0)  # seen long ago: the refresh is due
                 pipe.set(key, _SEP.join(fields), xx=True, keepttl=True)
             pipe.execute()
         except self._errors as exc:
@@ -398,7 +402,7 @@ class RedisStrategy(SessionStrategy):
                 user_id = int(key.decode("utf-8").rsplit(":", 1)[1])
                 dead: list[tuple[str, str]] = []
                 for pair, raw in zip(pairs, raws, strict=True):
-                    record = None if raw is None else (self._known.get(raw) or self._parse(raw))
+                    record = None if raw is None else self._record(raw)
                     if record is None or record.expires <= now:
                         dead.append(pair)
                 if dead:
@@ -420,7 +424,7 @@ class RedisStrategy(SessionStrategy):
         sessions: list[SessionInfo] = []
         gone: list[str] = []
         for sid, raw in zip(sids, raws, strict=True):
-            record = None if raw is None else (self._known.get(raw) or self._parse(raw))
+            record = None if raw is None else self._record(raw)
             if record is None or record.expires <= now or record.session.user.id != user_id:
                 gone.append(sid)
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # installation first: it refuses to run on files mixed with the unrelated flask-guardian's.
 from . import installation, signals  # noqa: F401
-from .auth import SignInResult, SignOutResult, get_session, sign_in, sign_out
+from .auth import SignInResult, SignOutResult, sign_in, sign_out
 from .config import Settings
 from .errors import (
     AuthError,
@@ -25,6 +25,7 @@ from .errors import (
 )
 from .extension import Guardian
 from .models import UserMixin
+from .per_request import get_session
 from .protection import login_required, roles_required
 from .session import Session, SessionUser
 from .strategies import SessionInfo, SessionStrategy

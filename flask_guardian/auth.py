@@ -1,4 +1,4 @@
-"""The public functions: :func:`sign_in`, :func:`sign_out`, :func:`get_session`, password
+"""The public functions: :func:`sign_in`, :func:`sign_out`, password
 checks (:func:`authenticate`), and the session management behind the :class:`Guardian`
 methods. Creating and changing users is ``users.py``.
 
@@ -20,9 +20,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
-from .cookies import CLEAR
 from .credentials import Attempts, hash_kind
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
+from .per_request import outgoing
 from .redirects import safe_redirect
 from .session import Session
 from .state import AppState, get_state
@@ -57,14 +57,6 @@ def _state() -> AppState:
 
 def _app() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
-
-
-def get_session() -> Session | None:
-    """The current request's session (``g.session``), or None when anonymous. Reads
-    ``g``'s namespace directly: through its proxy, ``g.get`` costs ten times as much, and
-    ``login_required`` asks on every protected request."""
-    session: Session | None = g._get_current_object().__dict__.get("session")
-    return session
 
 
 # -- credentials ------------------------------------------------------------------------
@@ -177,7 +169,7 @@ def sign_in(
         rollback_quietly(state.db)
         if has_request_context():  # the new session was not stored: send no cookie for it
             g.session = carried
-            g.pop("_guardian_cookie", None)
+            outgoing().forget_token()
         # A stalled database would stall the give-back too: owe it at once instead.
         state.throttle.give_back(state.db, [email_key, ip_key], now=not is_timeout(exc))
         raise unavailable(exc, "sign-in") from exc
@@ -224,7 +216,7 @@ def start_session(state: AppState, user: Any, auth_time: Any = None) -> Session:
     session, token = state.strategy.issue(user, info, auth_time=auth_time)
     if has_request_context():
         g.session = session
-        g._guardian_cookie = token
+        outgoing().send_token(token)
         state.csrf.rotate()
     return session
 
@@ -247,11 +239,11 @@ def sign_out(*, redirect_url: object = None) -> SignOutResult:
             # the credential, so nobody believes a session ended that lives on.
             rollback_quietly(state.db)
             g.session = None
-            g._guardian_cookie = CLEAR
+            outgoing().clear_cookie()
             raise unavailable(exc, "sign-out") from exc
         signals.user_signed_out.send(_app(), session=current)
     g.session = None
-    g._guardian_cookie = CLEAR
+    outgoing().clear_cookie()
     state.csrf.rotate()
     return SignOutResult(target)
 

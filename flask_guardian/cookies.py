@@ -35,8 +35,6 @@ _COOKIE = re.compile(
     """,
     flags=re.ASCII | re.VERBOSE,
 )
-#: Marks the session cookie to be cleared by ``after_request``.
-CLEAR = ""
 
 _UNSLASH = re.compile(rb"\\([0-3][0-7]{2}|.)")
 

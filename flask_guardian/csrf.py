@@ -22,6 +22,7 @@ from markupsafe import Markup, escape
 
 from .config import Settings
 from .errors import CSRFError
+from .per_request import outgoing
 
 FORM_FIELD = "csrf_token"
 HEADER = "X-CSRF-Token"
@@ -43,7 +44,7 @@ class CSRFProtect:
         session = g.get("session")
         if session is not None:
             return f"session:{session.id}"
-        seed: str | None = g.get("_guardian_csrf_seed")
+        seed: str | None = outgoing().csrf_seed
         if seed is None:
             seed = request.cookies.get(self.settings.csrf_cookie_name)
             if seed is None or len(seed) != 43 or not seed.isascii():
@@ -53,7 +54,7 @@ class CSRFProtect:
     def rotate(self) -> str:
         """Start a new seed (set in the response); tokens of the old one stop working."""
         seed = secrets.token_urlsafe(32)
-        g._guardian_csrf_seed = seed
+        outgoing().csrf_seed = seed
         return seed
 
     def token(self) -> str:

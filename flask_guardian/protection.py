@@ -7,9 +7,9 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from .auth import get_session
 from .config import RouteRule
 from .errors import Forbidden, Unauthorized
+from .per_request import get_session
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -5,8 +5,8 @@
    for a cached JWT), note a dead cookie for clearing, and apply the configured route
    rules. A store that cannot answer becomes ``StorageUnavailable`` (503).
 2. The view runs; ``sign_in``/``sign_out`` and the management calls may set a new session,
-   a token to send, or a cookie to clear (``g._guardian_cookie``) and a new CSRF seed
-   (``g._guardian_csrf_seed``).
+   and note in this request's :class:`~flask_guardian.per_request.Outgoing` a token to
+   send, a cookie to clear or a new CSRF seed.
 3. ``after_request`` (:func:`make_after_request`): write, refresh or clear the cookies with
    the same attributes they were set with, and keep credential-bearing and signed-in
    responses out of every cache.
@@ -22,15 +22,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from flask import Response, g, request
+from flask import Response, request
 
-from .cookies import CLEAR, read_cookie
+from .cookies import read_cookie
 from .errors import StorageUnavailable
+from .per_request import OUTGOING, Outgoing, namespace, outgoing
 from .protection import check_access, match_rule
 from .session import Session
 from .state import AppState
 from .storage import is_storage_error, rollback_quietly, unavailable
-from .strategies.base import BEARER_MARK
 
 
 def make_before_request(state: AppState) -> Callable[[], None]:
@@ -42,12 +42,11 @@ def make_before_request(state: AppState) -> Callable[[], None]:
     def load_session() -> None:
         """The hot path: one token read, one lookup (none for a cached JWT)."""
         req = request._get_current_object()  # type: ignore[attr-defined]
-        values = g._get_current_object().__dict__
+        values = namespace()
         values["session"] = None
         # g outlives a request when an app context was pushed around several: never send
         # one request's cookie with another's response.
-        values.pop("_guardian_cookie", None)
-        values.pop("_guardian_csrf_seed", None)
+        values[OUTGOING] = None
         if req.endpoint == "static":
             return
         token = strategy.read_token(req)
@@ -59,15 +58,15 @@ def make_before_request(state: AppState) -> Callable[[], None]:
                     _outage(state, exc, req.endpoint, values)
                 raise
             if loaded is not None:
-                values["session"] = loaded[0]
-                if loaded[1] is not None:
-                    values["_guardian_cookie"] = loaded[1]
+                values["session"] = loaded.session
+                if loaded.token is not None:
+                    outgoing(values).send_token(loaded.token)
             elif read_cookie(req.environ, cookie_name) == token:
-                values["_guardian_cookie"] = CLEAR  # stop the browser sending a dead credential
+                outgoing(values).clear_cookie()  # stop the browser sending a dead credential
         elif read_cookie(req.environ, cookie_name) is not None and (
-            not req.environ.get(BEARER_MARK)  # a refused bearer header is not the cookie
+            not strategy.sent_by_header(req)  # a refused bearer header is not the cookie
         ):
-            values["_guardian_cookie"] = CLEAR
+            outgoing(values).clear_cookie()
         if rules and req.blueprint != "guardian":  # sign-in must stay reachable
             rule = match_rule(rules, req.path)
             if rule is not None:
@@ -84,7 +83,7 @@ def _outage(state: AppState, exc: Exception, endpoint: str | None,
     sign-out, where the browser forgets it (the 503 says the server could not end it)."""
     rollback_quietly(state.db)  # nothing left for the teardown to roll back
     if endpoint == "guardian.signout":
-        values["_guardian_cookie"] = CLEAR
+        outgoing(values).clear_cookie()
     if isinstance(exc, StorageUnavailable):
         raise exc
     raise unavailable(exc, "session lookup") from exc
@@ -92,23 +91,19 @@ def _outage(state: AppState, exc: Exception, endpoint: str | None,
 
 def make_after_request(state: AppState) -> Callable[[Response], Response]:
     settings = state.settings
+    strategy = state.strategy
 
     def write_cookies(response: Response) -> Response:
-        values = g._get_current_object().__dict__
-        pending: str | None = values.get("_guardian_cookie")
-        seed: str | None = values.get("_guardian_csrf_seed")
-        if pending is None and seed is None:
-            if values.get("session") is not None:
+        values = namespace()
+        out: Outgoing | None = values.get(OUTGOING)
+        if out is None or not out.pending:
+            if values.get("session") is not None and not _has_header(response,
+                                                                     "cache-control"):
                 # A signed-in page must not be kept by a shared cache or shown again from
                 # the browser's cache after sign-out (OWASP Session Management). A view
                 # that sets its own Cache-Control keeps it. (No Vary: a response no cache
                 # may store needs none.)
-                headers = response.headers
-                for key, _ in headers:  # a scan, not get(): a miss raises inside
-                    if key.lower() == "cache-control":
-                        break
-                else:
-                    headers.add("Cache-Control", "no-store")
+                response.headers.add("Cache-Control", "no-store")
             return response
         attrs: dict[str, Any] = {
             "path": settings.cookie_path,
@@ -117,22 +112,31 @@ def make_after_request(state: AppState) -> Callable[[Response], Response]:
             "httponly": True,
             "samesite": settings.cookie_samesite,
         }
-        if pending == CLEAR:
+        if out.clear:
             response.delete_cookie(settings.cookie_name, **attrs)
-        elif pending is not None and request.environ.get(BEARER_MARK):
+        elif out.token is not None and strategy.sent_by_header(request):
             # A bearer client keeps its token itself: a refreshed one goes in a header.
-            response.headers["X-Guardian-Token"] = pending
-        elif pending is not None:
+            response.headers["X-Guardian-Token"] = out.token
+        elif out.token is not None:
             session: Session | None = values.get("session")
             expires: datetime | None = None
             if session is not None:
                 expires = session.auth_time + timedelta(seconds=settings.max_age)
-            response.set_cookie(settings.cookie_name, pending, expires=expires, **attrs)
-        if seed is not None:
-            response.set_cookie(settings.csrf_cookie_name, seed, **attrs)
+            response.set_cookie(settings.cookie_name, out.token, expires=expires, **attrs)
+        if out.csrf_seed is not None:
+            response.set_cookie(settings.csrf_cookie_name, out.csrf_seed, **attrs)
         # Responses that carry credentials must not be stored by any cache.
         response.headers["Cache-Control"] = "no-store"
         response.vary.add("Cookie")
         return response
 
     return write_cookies
+
+
+def _has_header(response: Response, name: str) -> bool:
+    """Whether ``response`` has a header called ``name`` (lower case): a scan, because
+    ``Headers.get`` raises and catches a ``KeyError`` inside on a miss."""
+    for key, _ in response.headers:  # noqa: SIM110 (any() adds a generator per request)
+        if key.lower() == name:
+            return True
+    return False

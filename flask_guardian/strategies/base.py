@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from flask import Request, current_app
 
@@ -36,13 +36,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flask_guardian")
 
-#: Set in the WSGI environ of a request authenticated by ``Authorization: Bearer``: its
-#: refreshed token goes out in the ``X-Guardian-Token`` header, not in a cookie.
-BEARER_MARK = "guardian.bearer"
 
-#: The result of :meth:`SessionStrategy.load`: the session, and a new token to send when
-#: the session was refreshed (``None`` when the current token stays).
-Loaded = tuple[Session, str | None]
+class Loaded(NamedTuple):
+    """What :meth:`SessionStrategy.load` found for a valid token: the session, and a new
+    token to send back when the strategy re-issued it (``None`` when the current one
+    stays). ``load`` returns ``None`` instead for a token that is invalid, expired or
+    revoked, and the request cycle then clears the cookie that carried it.
+
+    A strategy may keep one ``Loaded`` per cached session and return it on every request:
+    it is immutable."""
+
+    session: Session
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +192,13 @@ class SessionStrategy(ABC):
         """The credential the request carries, or None. Oversized or non-ASCII values are
         dropped here, before any parsing or query."""
         return self.cookie_token(request.environ)
+
+    def sent_by_header(self, request: Request) -> bool:
+        """Whether the request's credential comes from a header rather than the cookie
+        (an API client): its re-issued token then goes back in the ``X-Guardian-Token``
+        header, and a cookie beside a refused header is left alone. Asked only off the
+        steady path (a refresh, a refusal). The cookie-only strategies keep this default."""
+        return False
 
     def cookie_token(self, environ: Any) -> str | None:
         """The session cookie's value, or None when absent, oversized or not ASCII."""

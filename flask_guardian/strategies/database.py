@@ -32,11 +32,11 @@ from .registry import RegistryStrategy, bound_to_user
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 class _Known(NamedTuple):
-    """A registry row worked out once and kept while the row stays the same: the
-    session, its deadline and refresh time (epoch seconds), and the address and user
-    agent it was signed in with."""
+    """A registry row worked out once and kept while the row stays the same: what
+    ``load`` returns for it, its deadline and refresh time (epoch seconds), and the
+    address and user agent it was signed in with."""
 
-    session: Session
+    loaded: Loaded
     expires_at: float
     refresh_at: float
     ip: str | None
@@ -87,12 +87,14 @@ class DatabaseStrategy(RegistryStrategy):
         known = self._known.get(row)
         if known is None:
             known = self._remember(row)
-        session, expires_at, refresh_at, ip, signed_agent = known
+        loaded, expires_at, refresh_at, ip, signed_agent = known
         now = time.time()
         if expires_at <= now:
             return None
+        session = loaded.session
         if now >= refresh_at:
             session = self._refresh(session, row)
+            loaded = Loaded(session)
         # The raw header equal to the stored (cleaned) one: unchanged, nothing to clean.
         agent_changed = request.environ.get("HTTP_USER_AGENT") != signed_agent and (
             client_agent(request) != signed_agent
@@ -101,7 +103,7 @@ class DatabaseStrategy(RegistryStrategy):
             session, request, agent_changed, ip_network(ip)
         ):
             return None
-        return session, None
+        return loaded
 
     def _remember(self, row: Any) -> _Known:
         """What a registry row means, worked out once: a session's row is the same on
@@ -113,7 +115,7 @@ class DatabaseStrategy(RegistryStrategy):
         session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
                           as_utc(created))
         refresh_at = as_utc(last_seen).timestamp() + self.settings.update_age
-        known = _Known(session, expires.timestamp(), refresh_at, ip, signed_agent)
+        known = _Known(Loaded(session), expires.timestamp(), refresh_at, ip, signed_agent)
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()
         self._known[row] = known

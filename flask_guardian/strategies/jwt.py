@@ -34,7 +34,6 @@ from ..models import utcnow
 from ..session import Session, SessionUser
 from ..storage import bounded, is_storage_error, unavailable
 from .base import (
-    BEARER_MARK,
     Loaded,
     RequestInfo,
     client_agent,
@@ -68,11 +67,11 @@ _UNCHECKED: Any = object()
 class _Verified:
     """A token whose signature and claims were checked, kept in the cache."""
 
-    __slots__ = ("agent", "exp", "iat", "ipn", "session", "uah", "ver")
+    __slots__ = ("agent", "exp", "iat", "ipn", "loaded", "uah", "ver")
 
     def __init__(self, session: Session, exp: float, iat: float, ver: int, uah: str,
                  ipn: str | None, agent: Any) -> None:
-        self.session = session
+        self.loaded = Loaded(session)  # what every later request with this token returns
         self.exp = exp
         self.iat = iat
         self.ver = ver
@@ -142,12 +141,15 @@ class JWTStrategy(RegistryStrategy):
         if header is not None:
             scheme, _, token = header.partition(" ")
             if scheme.lower() == "bearer":  # other schemes belong to the app: use the cookie
-                environ[BEARER_MARK] = True
                 token = token.strip()
                 if len(token) > self._token_max_length or not token.isascii():
                     return None
                 return token or None
         return self.cookie_token(environ)
+
+    def sent_by_header(self, request: Request) -> bool:
+        header = request.environ.get("HTTP_AUTHORIZATION")
+        return header is not None and header.partition(" ")[0].lower() == "bearer"
 
     def load(self, token: str, request: Request) -> Loaded | None:
         entry = self._cache.get(token)
@@ -165,7 +167,8 @@ class JWTStrategy(RegistryStrategy):
         if entry.exp <= now:
             self._cache.pop(token, None)
             return None
-        session = entry.session
+        loaded = entry.loaded
+        session = loaded.session
         if session.id in self._revoked:
             return None
         version = self._versions.get(session.user.id)
@@ -185,7 +188,7 @@ class JWTStrategy(RegistryStrategy):
             session, request, agent_changed, entry.ipn
         ):
             return None
-        return session, None
+        return loaded
 
     def _verify(self, token: str, request: Request) -> _Verified | None:
         """Check signature and every registered claim; None for anything wrong."""
@@ -314,12 +317,12 @@ class JWTStrategy(RegistryStrategy):
             self.check_client(refreshed, request, agent != row.user_agent, ip_network(row.ip))
         ):
             return None
-        if request.environ.get(BEARER_MARK):
+        if self.sent_by_header(request):
             # An API client may keep sending the old token (it gets the new one in a
             # header it can ignore): re-checked now, it needs no refresh until the next
             # update age, and it still ends at its own exp.
-            old.session = Session(session.id, user, old.session.expires, self.name,
-                                  row.created_at)
+            old.loaded = Loaded(Session(session.id, user, old.loaded.session.expires,
+                                        self.name, row.created_at))
             old.iat, old.ver = float(issued_at), row.session_version
             self._remember(old_token, old)
         # The next request brings the new token: verified already, no need to decode it.
@@ -329,7 +332,7 @@ class JWTStrategy(RegistryStrategy):
             ip_network(row.ip) if self.settings.monitor_ip_network else None,
             request.environ.get("HTTP_USER_AGENT"),
         ))
-        return refreshed, token
+        return Loaded(refreshed, token)
 
     # -- revocation ------------------------------------------------------------------
 

@@ -58,9 +58,10 @@ _KNOWN_MAX = 4096
 
 
 class _Record(NamedTuple):
-    """A session record, parsed once and kept while the stored bytes stay the same."""
+    """A session record, parsed once and kept while the stored bytes stay the same
+    (``loaded``: what ``load`` returns for it)."""
 
-    session: Session
+    loaded: Loaded
     uniquifier: str
     refresh_at: float
     expires: float
@@ -160,12 +161,13 @@ class RedisStrategy(SessionStrategy):
         now = time.time()
         if record.expires <= now:
             return None
-        session = record.session
+        loaded = record.loaded
+        session = loaded.session
         if now >= record.refresh_at:
             refreshed = self._refresh(token, record, now)
             if refreshed is None:
                 return None
-            session = refreshed
+            session, loaded = refreshed, Loaded(refreshed)
         agent_changed = request.environ.get("HTTP_USER_AGENT") != record.agent and (
             client_agent(request) != record.agent
         )
@@ -173,7 +175,7 @@ class RedisStrategy(SessionStrategy):
             session, request, agent_changed, ip_network(record.ip)
         ):
             return None
-        return session, None
+        return loaded
 
     def _record(self, raw: bytes) -> _Record | None:
         """The record stored as ``raw``: worked out once, then from the cache."""
@@ -191,8 +193,9 @@ class RedisStrategy(SessionStrategy):
                 datetime.fromtimestamp(expires_at, UTC), self.name,
                 datetime.fromtimestamp(float(created), UTC),
             )
-            record = _Record(session, uniquifier, float(last_seen) + self.settings.update_age,
-                             expires_at, float(absolute), _unopt(ip), _unopt(agent))
+            record = _Record(Loaded(session), uniquifier,
+                             float(last_seen) + self.settings.update_age, expires_at,
+                             float(absolute), _unopt(ip), _unopt(agent))
         except (ValueError, UnicodeDecodeError, OverflowError, OSError):
             return None  # not a record we wrote: treated as no session
         if len(self._known) >= _KNOWN_MAX:
@@ -203,7 +206,7 @@ class RedisStrategy(SessionStrategy):
     def _refresh(self, token: str, record: _Record, now: float) -> Session | None:
         """Re-read the user from the SQL table, move the idle deadline on (capped by the
         absolute one) and write the record again: once per update age."""
-        session = record.session
+        session = record.loaded.session
         # On a connection of its own: the application's db.session is left untouched.
         with self.db.engine.connect() as connection:
             row = connection.execute(self._user_lookup, {"uid": session.user.id}).first()
@@ -305,7 +308,7 @@ class RedisStrategy(SessionStrategy):
         if raw is None:
             return None
         record = self._record(raw)
-        return record.session.user.id if record is not None else None
+        return record.loaded.session.user.id if record is not None else None
 
     def _user_sessions(self, user_id: int) -> dict[str, str]:
         try:
@@ -425,12 +428,12 @@ class RedisStrategy(SessionStrategy):
         gone: list[str] = []
         for sid, raw in zip(sids, raws, strict=True):
             record = None if raw is None else self._record(raw)
-            if record is None or record.expires <= now or record.session.user.id != user_id:
+            if record is None or record.expires <= now or record.loaded.session.user.id != user_id:
                 gone.append(sid)
                 continue
             last_seen = record.refresh_at - self.settings.update_age
             sessions.append(SessionInfo(
-                sid, user_id, self.name, record.session.auth_time,
+                sid, user_id, self.name, record.loaded.session.auth_time,
                 datetime.fromtimestamp(last_seen, UTC),
                 datetime.fromtimestamp(record.expires, UTC),
                 record.ip, record.agent, sid == current_id,

@@ -20,6 +20,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
+from .clients import throttle_key
 from .credentials import Attempts, hash_kind
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .per_request import outgoing
@@ -27,7 +28,7 @@ from .redirects import safe_redirect
 from .session import Session
 from .state import AppState, get_state
 from .storage import bounded, is_storage_error, is_timeout, rollback_quietly, unavailable
-from .strategies.base import RequestInfo, is_session_id, throttle_key
+from .strategies.base import RequestInfo, is_session_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections import ChainMap
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .config_values import (
+    check_seconds,
+    read_bool,
+    read_choice,
+    read_duration,
+    read_int,
+    read_path,
+    read_timeout,
+)
 from .errors import ConfigurationError
 from .jwt_keys import (
     ASYMMETRIC_ALGORITHMS,
@@ -70,9 +79,6 @@ DEFAULTS: dict[str, Any] = {
     "GUARDIAN_JWT_ISSUER": None,
     "GUARDIAN_JWT_AUDIENCE": "flask-guardian",
     "GUARDIAN_JWT_LEEWAY": 0,
-    # How stale another process's view of revocations may be, in seconds.
-    "GUARDIAN_JWT_REVOCATION_INTERVAL": 5,
-    "GUARDIAN_JWT_CACHE_SIZE": 4096,
     "GUARDIAN_TOKEN_MAX_LENGTH": 4096,
     # Guardian's own pages may not be framed (clickjacking of the "End session" buttons,
     # OWASP Clickjacking cheat sheet): "DENY", "SAMEORIGIN", or None to send nothing.
@@ -85,10 +91,6 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a Redis connect or command may take: a session lookup is one GET that takes
     # well under a millisecond, so a stalled Redis answers 503 in bounded time.
     "GUARDIAN_REDIS_TIMEOUT": 2,
-    # Fail closed: when the revocation feed could not be read for longer than the interval
-    # (plus a grace), tokens are refused with a 503 rather than served unchecked. True
-    # keeps serving them during an outage, trading the revocation bound for availability.
-    "GUARDIAN_JWT_FAIL_OPEN": False,
     # Seconds a new database connection may take (set on the engine unless the app sets
     # its own connect_timeout): a database that accepts nothing costs seconds, not minutes.
     "GUARDIAN_DB_CONNECT_TIMEOUT": 3,
@@ -140,113 +142,33 @@ class Settings:
     jwt_issuer: str
     jwt_audience: str
     jwt_leeway: int
-    jwt_revocation_interval: float
-    jwt_cache_size: int
     token_max_length: int
     #: ``(X-Frame-Options, Content-Security-Policy)`` for guardian's pages, or None.
     frame_headers: tuple[str, str] | None
     redis_url: str | None
     redis_prefix: str
     redis_timeout: float
-    jwt_fail_open: bool = False
+    #: What the strategy's own ``read_options`` made of its ``config_keys``.
+    strategy_options: Any = None
     db_connect_timeout: float | None = 3.0
     db_statement_timeout: float | None = 2.0
 
 
-def _get(config: Mapping[str, Any], key: str) -> Any:
-    return config.get(key, DEFAULTS[key])
-
-
-def _int(config: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
-    value = _get(config, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(key, f"expected a whole number >= {minimum}, got {value!r}")
-    return value
-
-
-def _seconds(
-    key: str, value: Any, *, whole: bool, minimum: float = 0, maximum: float | None = None
-) -> float:
-    """A duration in seconds: an int (or, unless ``whole``, a float) of seconds, or a
-    ``timedelta`` as Flask's own settings (``PERMANENT_SESSION_LIFETIME``) accept."""
-    accepted = int if whole else (int, float)
-    seconds: float | None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, accepted) and not isinstance(value, bool):
-        seconds = value
-    else:
-        seconds = None
-    if (
-        seconds is None
-        or seconds < minimum
-        or (maximum is not None and seconds > maximum)
-        or (whole and seconds != int(seconds))
-    ):
-        kind = "a whole number of seconds" if whole else "seconds"
-        bounds = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
-        raise ConfigurationError(key, f"expected {kind} {bounds} or a timedelta, got {value!r}")
-    return seconds
-
-
-def _duration(config: Mapping[str, Any], key: str, *, minimum: int = 0) -> int:
-    """A duration key in whole seconds (an int or a ``timedelta``), at least ``minimum``."""
-    return int(_seconds(key, _get(config, key), whole=True, minimum=minimum))
-
-
-def _check_known_keys(config: Mapping[str, Any]) -> None:
+def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
     """Refuse a ``GUARDIAN_*`` key flask-guardian does not read: a typo must not silently
     keep the default (a misspelt session lifetime would leave sessions at 12 hours).
-    Every key read is in ``DEFAULTS``; tests/test_config.py checks the package for others."""
-    known = DEFAULTS.keys()
+    Every key read is in ``DEFAULTS`` or a strategy's ``config_keys`` (the shipped ones'
+    whichever runs, so switching strategy never makes a key an error);
+    tests/test_config.py checks the package for others."""
+    from .strategies import STRATEGIES
+
+    known = set(DEFAULTS).union(strategy_class.config_keys,
+                                *(s.config_keys for s in STRATEGIES.values()))
     for key in config:
         if isinstance(key, str) and key.startswith("GUARDIAN_") and key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md"
             raise ConfigurationError(key, f"not a flask-guardian setting; {hint}")
-def _seconds_or_none(config: Mapping[str, Any], key: str) -> float | None:
-    """A timeout in seconds (int, float or timedelta, from 0.1 to 300), or None for none."""
-    from datetime import timedelta
-
-    value = _get(config, key)
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        0.1 <= value <= 300
-    ):
-        raise ConfigurationError(
-            key, f"expected seconds from 0.1 to 300 (or None for no bound), got {value!r}"
-        )
-    return float(value)
-
-
-def _bool(config: Mapping[str, Any], key: str) -> bool:
-    value = _get(config, key)
-    if not isinstance(value, bool):
-        raise ConfigurationError(key, f"expected True or False, got {value!r}")
-    return value
-
-
-def _choice(config: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> str:
-    value = _get(config, key)
-    if value not in choices:
-        accepted = ", ".join(repr(c) for c in choices)
-        raise ConfigurationError(key, f"expected one of {accepted}, got {value!r}")
-    return str(value)
-
-
-def _path(config: Mapping[str, Any], key: str, *, allow_root: bool = True) -> str:
-    value = _get(config, key)
-    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
-        raise ConfigurationError(key, f"expected a path starting with one '/', got {value!r}")
-    value = value.rstrip("/") or "/"
-    if value == "/" and not allow_root:
-        raise ConfigurationError(key, "expected a path other than '/'")
-    return value
-
-
 def resolve_strategy(value: Any) -> type[SessionStrategy]:
     """Turn ``SESSION_STRATEGY`` (a name, a class or an import string) into a class."""
     from .strategies import STRATEGIES
@@ -270,9 +192,9 @@ def resolve_strategy(value: Any) -> type[SessionStrategy]:
     )
 
 
-def _routes(config: Mapping[str, Any]) -> tuple[RouteRule, ...]:
+def _routes(values: Mapping[str, Any]) -> tuple[RouteRule, ...]:
     key = "GUARDIAN_PROTECTED_ROUTES"
-    value = _get(config, key)
+    value = values[key]
     if not isinstance(value, Mapping):
         raise ConfigurationError(key, f"expected a dict of path -> options, got {value!r}")
     rules = []
@@ -297,8 +219,11 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
 
     Raises :class:`ConfigurationError` naming the key and the accepted values.
     """
-    _check_known_keys(config)
-    strategy_class = resolve_strategy(_get(config, "SESSION_STRATEGY"))
+    strategy_class = resolve_strategy(config.get("SESSION_STRATEGY",
+                                                 DEFAULTS["SESSION_STRATEGY"]))
+    _check_known_keys(config, strategy_class)
+    # Every key with its default filled in: what the readers of config_values.py take.
+    values: Mapping[str, Any] = ChainMap(dict(config), DEFAULTS, dict(strategy_class.config_keys))
 
     # GUARDIAN_SECRET_KEY lets an app that does not use Flask's own cookie session leave
     # SECRET_KEY unset, and so not pay for Flask opening that session on every request.
@@ -313,26 +238,26 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
             "(GUARDIAN_SECRET_KEY, or Flask's SECRET_KEY)",
         )
 
-    max_age = _duration(config, "GUARDIAN_SESSION_MAX_AGE", minimum=60)
-    idle = _duration(config, "GUARDIAN_SESSION_IDLE_TIMEOUT", minimum=60)
-    update_age = _duration(config, "GUARDIAN_SESSION_UPDATE_AGE", minimum=0)
+    max_age = read_duration(values, "GUARDIAN_SESSION_MAX_AGE", minimum=60)
+    idle = read_duration(values, "GUARDIAN_SESSION_IDLE_TIMEOUT", minimum=60)
+    update_age = read_duration(values, "GUARDIAN_SESSION_UPDATE_AGE", minimum=0)
     if update_age >= idle:
         raise ConfigurationError(
             "GUARDIAN_SESSION_UPDATE_AGE",
             f"must be smaller than GUARDIAN_SESSION_IDLE_TIMEOUT ({idle}), got {update_age}",
         )
 
-    secure = _bool(config, "GUARDIAN_COOKIE_SECURE")
-    samesite = _choice(config, "GUARDIAN_COOKIE_SAMESITE", ("Lax", "Strict", "None"))
+    secure = read_bool(values, "GUARDIAN_COOKIE_SECURE")
+    samesite = read_choice(values, "GUARDIAN_COOKIE_SAMESITE", ("Lax", "Strict", "None"))
     if samesite == "None" and not secure:
         raise ConfigurationError(
             "GUARDIAN_COOKIE_SAMESITE", "'None' requires GUARDIAN_COOKIE_SECURE = True"
         )
-    domain = _get(config, "GUARDIAN_COOKIE_DOMAIN")
+    domain = values["GUARDIAN_COOKIE_DOMAIN"]
     if domain is not None and (not isinstance(domain, str) or not domain):
         raise ConfigurationError("GUARDIAN_COOKIE_DOMAIN", "expected None or a domain name")
-    cookie_path = _path(config, "GUARDIAN_COOKIE_PATH")
-    name = _get(config, "GUARDIAN_COOKIE_NAME")
+    cookie_path = read_path(values, "GUARDIAN_COOKIE_PATH")
+    name = values["GUARDIAN_COOKIE_NAME"]
     host_prefix_ok = secure and domain is None and cookie_path == "/"
     if name is None:
         name = "__Host-guardian" if host_prefix_ok else "guardian"
@@ -349,37 +274,33 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         )
     csrf_cookie_name = f"{name}-csrf"
 
-    algorithm = _get(config, "GUARDIAN_JWT_ALGORITHM")
+    algorithm = values["GUARDIAN_JWT_ALGORITHM"]
     if algorithm not in SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS:
         accepted = ", ".join(sorted(SYMMETRIC_ALGORITHMS | ASYMMETRIC_ALGORITHMS))
         raise ConfigurationError(
             "GUARDIAN_JWT_ALGORITHM", f"expected one of {accepted}, got {algorithm!r}"
         )
-    keys = read_jwt_keys(config, algorithm, needed=strategy_class.needs_jwt_keys)
+    keys = read_jwt_keys(config, algorithm, needed=False)  # a strategy needing them says so
     check_keys_match(keys, algorithm)
-    issuer = _get(config, "GUARDIAN_JWT_ISSUER") or config.get("SERVER_NAME") or "flask-guardian"
-    audience = _get(config, "GUARDIAN_JWT_AUDIENCE")
+    issuer = values["GUARDIAN_JWT_ISSUER"] or config.get("SERVER_NAME") or "flask-guardian"
+    audience = values["GUARDIAN_JWT_AUDIENCE"]
     for key, value in (("GUARDIAN_JWT_ISSUER", issuer), ("GUARDIAN_JWT_AUDIENCE", audience)):
         if not isinstance(value, str) or not value:
             raise ConfigurationError(key, f"expected a non-empty string, got {value!r}")
-    interval = _seconds(
-        "GUARDIAN_JWT_REVOCATION_INTERVAL", _get(config, "GUARDIAN_JWT_REVOCATION_INTERVAL"),
-        whole=False, maximum=300,
-    )
 
-    bounds = {key: _seconds_or_none(config, key) for key in
+    bounds = {key: read_timeout(values, key) for key in
               ("GUARDIAN_DB_CONNECT_TIMEOUT", "GUARDIAN_DB_STATEMENT_TIMEOUT")}
 
-    min_len = _int(config, "GUARDIAN_PASSWORD_MIN_LENGTH", minimum=1)
-    max_len = _int(config, "GUARDIAN_PASSWORD_MAX_LENGTH", minimum=min_len)
-    memory = _int(config, "GUARDIAN_ARGON2_MEMORY_COST", minimum=8)
-    parallelism = _int(config, "GUARDIAN_ARGON2_PARALLELISM", minimum=1)
+    min_len = read_int(values, "GUARDIAN_PASSWORD_MIN_LENGTH", minimum=1)
+    max_len = read_int(values, "GUARDIAN_PASSWORD_MAX_LENGTH", minimum=min_len)
+    memory = read_int(values, "GUARDIAN_ARGON2_MEMORY_COST", minimum=8)
+    parallelism = read_int(values, "GUARDIAN_ARGON2_PARALLELISM", minimum=1)
     if memory < 8 * parallelism:
         raise ConfigurationError(
             "GUARDIAN_ARGON2_MEMORY_COST", "must be at least 8 KiB per lane of parallelism"
         )
 
-    return Settings(
+    settings = Settings(
         strategy_class=strategy_class,
         secret_key=secret,
         max_age=max_age,
@@ -391,42 +312,42 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         cookie_domain=domain,
         cookie_path=cookie_path,
         csrf_cookie_name=csrf_cookie_name,
-        url_prefix=_path(config, "GUARDIAN_URL_PREFIX", allow_root=False),
-        default_redirect=_path(config, "GUARDIAN_DEFAULT_REDIRECT"),
-        csrf_enabled=_bool(config, "GUARDIAN_CSRF_ENABLED"),
-        protected_routes=_routes(config),
-        max_login_attempts=_int(config, "GUARDIAN_MAX_LOGIN_ATTEMPTS", minimum=1),
-        lockout_duration=_duration(config, "GUARDIAN_LOCKOUT_DURATION", minimum=1),
-        ip_max_login_attempts=_int(config, "GUARDIAN_IP_MAX_LOGIN_ATTEMPTS", minimum=1),
+        url_prefix=read_path(values, "GUARDIAN_URL_PREFIX", allow_root=False),
+        default_redirect=read_path(values, "GUARDIAN_DEFAULT_REDIRECT"),
+        csrf_enabled=read_bool(values, "GUARDIAN_CSRF_ENABLED"),
+        protected_routes=_routes(values),
+        max_login_attempts=read_int(values, "GUARDIAN_MAX_LOGIN_ATTEMPTS", minimum=1),
+        lockout_duration=read_duration(values, "GUARDIAN_LOCKOUT_DURATION", minimum=1),
+        ip_max_login_attempts=read_int(values, "GUARDIAN_IP_MAX_LOGIN_ATTEMPTS", minimum=1),
         password_min_length=min_len,
         password_max_length=max_len,
         argon2_memory_cost=memory,
-        argon2_time_cost=_int(config, "GUARDIAN_ARGON2_TIME_COST", minimum=1),
+        argon2_time_cost=read_int(values, "GUARDIAN_ARGON2_TIME_COST", minimum=1),
         argon2_parallelism=parallelism,
-        on_suspicious_session=_choice(config, "GUARDIAN_ON_SUSPICIOUS_SESSION", ("log", "revoke")),
-        monitor_ip_network=_bool(config, "GUARDIAN_MONITOR_IP_NETWORK"),
+        on_suspicious_session=read_choice(values, "GUARDIAN_ON_SUSPICIOUS_SESSION",
+                                          ("log", "revoke")),
+        monitor_ip_network=read_bool(values, "GUARDIAN_MONITOR_IP_NETWORK"),
         jwt_algorithm=algorithm,
         jwt_keys=keys,
         jwt_issuer=issuer,
         jwt_audience=audience,
-        jwt_leeway=_duration(config, "GUARDIAN_JWT_LEEWAY", minimum=0),
-        jwt_revocation_interval=float(interval),
-        jwt_cache_size=_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
-        token_max_length=_int(config, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
-        frame_headers=_frame_headers(config),
-        redis_url=_redis_url(config),
-        redis_prefix=_redis_prefix(config),
-        redis_timeout=_seconds("GUARDIAN_REDIS_TIMEOUT", _get(config, "GUARDIAN_REDIS_TIMEOUT"),
-                               whole=False, minimum=0.01, maximum=300),
-        jwt_fail_open=_bool(config, "GUARDIAN_JWT_FAIL_OPEN"),
+        jwt_leeway=read_duration(values, "GUARDIAN_JWT_LEEWAY", minimum=0),
+        token_max_length=read_int(values, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
+        frame_headers=_frame_headers(values),
+        redis_url=_redis_url(values),
+        redis_prefix=_redis_prefix(values),
+        redis_timeout=check_seconds("GUARDIAN_REDIS_TIMEOUT", values["GUARDIAN_REDIS_TIMEOUT"],
+                                    whole=False, minimum=0.01, maximum=300),
         db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
         db_statement_timeout=bounds["GUARDIAN_DB_STATEMENT_TIMEOUT"],
     )
+    # The strategy checks its own keys last, with every common setting known.
+    return replace(settings, strategy_options=strategy_class.read_options(values, settings))
 
 
-def _redis_url(config: Mapping[str, Any]) -> str | None:
+def _redis_url(values: Mapping[str, Any]) -> str | None:
     key = "GUARDIAN_REDIS_URL"
-    value = _get(config, key)
+    value = values[key]
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
@@ -436,18 +357,18 @@ def _redis_url(config: Mapping[str, Any]) -> str | None:
     return value
 
 
-def _redis_prefix(config: Mapping[str, Any]) -> str:
+def _redis_prefix(values: Mapping[str, Any]) -> str:
     key = "GUARDIAN_REDIS_PREFIX"
-    value = _get(config, key)
+    value = values[key]
     if not isinstance(value, str) or not value or not value.isprintable() or " " in value:
         raise ConfigurationError(key, f"expected a non-empty key prefix without spaces, "
                                  f"got {value!r}")
     return value
 
 
-def _frame_headers(config: Mapping[str, Any]) -> tuple[str, str] | None:
+def _frame_headers(values: Mapping[str, Any]) -> tuple[str, str] | None:
     key = "GUARDIAN_FRAME_OPTIONS"
-    value = _get(config, key)
+    value = values[key]
     if value is None:
         return None
     ancestors = {"DENY": "'none'", "SAMEORIGIN": "'self'"}

@@ -21,6 +21,12 @@ from flask_guardian.state import get_state
 from flask_guardian.strategies import DatabaseStrategy, JWTStrategy
 
 
+#: The jwt strategy, whose own keys (``JWTStrategy.config_keys``) are read only when it runs.
+JWT = {"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_SECRET": "s" * 32}
+#: Every key init_app knows: the common ones and those the shipped strategies declare.
+KNOWN = {**DEFAULTS, **JWTStrategy.config_keys}
+
+
 def init(**config: Any) -> Flask:
     app = Flask("config_test")
     app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI="sqlite://")
@@ -68,7 +74,8 @@ def settings_of(app: Flask) -> Any:
          "GUARDIAN_PROTECTED_ROUTES", "'roles'"),
         ({"GUARDIAN_MAX_LOGIN_ATTEMPTS": 0}, "GUARDIAN_MAX_LOGIN_ATTEMPTS", ">= 1"),
         ({"GUARDIAN_ON_SUSPICIOUS_SESSION": "panic"}, "GUARDIAN_ON_SUSPICIOUS_SESSION", "'log'"),
-        ({"GUARDIAN_JWT_REVOCATION_INTERVAL": -1}, "GUARDIAN_JWT_REVOCATION_INTERVAL", "0 to 300"),
+        ({**JWT, "GUARDIAN_JWT_REVOCATION_INTERVAL": -1}, "GUARDIAN_JWT_REVOCATION_INTERVAL",
+         "0 to 300"),
         ({"SECRET_KEY": None}, "SECRET_KEY", "at least 16 bytes"),
         ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_KEYS": []}, "GUARDIAN_JWT_KEYS", "non-empty"),
         ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_KEYS": [{"secret": "x" * 40}]},
@@ -180,7 +187,7 @@ def test_guardian_secret_key_stands_in_for_flask_secret_key() -> None:
 
 
 DURATION_KEYS = sorted(
-    key for key in DEFAULTS
+    key for key in KNOWN
     if key.endswith(("_AGE", "_TIMEOUT", "_DURATION", "_INTERVAL", "_LEEWAY"))
 )
 
@@ -193,10 +200,11 @@ def test_durations_accept_seconds_or_a_timedelta() -> None:
         GUARDIAN_LOCKOUT_DURATION=timedelta(minutes=10),
         GUARDIAN_JWT_LEEWAY=timedelta(seconds=3),
         GUARDIAN_JWT_REVOCATION_INTERVAL=timedelta(milliseconds=500),
+        **JWT,
     ))
     assert (settings.max_age, settings.idle_timeout, settings.update_age) == (8 * 3600, 1200, 60)
     assert (settings.lockout_duration, settings.jwt_leeway) == (600, 3)
-    assert settings.jwt_revocation_interval == 0.5
+    assert settings.strategy_options.revocation_interval == 0.5
     assert all(type(v) is int for v in (settings.max_age, settings.lockout_duration))
 
 
@@ -204,7 +212,7 @@ def test_durations_accept_seconds_or_a_timedelta() -> None:
 def test_every_duration_key_accepts_a_timedelta(key: str) -> None:
     assert {"GUARDIAN_SESSION_MAX_AGE", "GUARDIAN_LOCKOUT_DURATION",
             "GUARDIAN_JWT_REVOCATION_INTERVAL"} <= set(DURATION_KEYS)
-    init(**{key: timedelta(seconds=DEFAULTS[key])})
+    init(**{key: timedelta(seconds=KNOWN[key])}, **JWT)
 
 
 @pytest.mark.parametrize(
@@ -219,7 +227,7 @@ def test_every_duration_key_accepts_a_timedelta(key: str) -> None:
 )
 def test_unusable_duration_names_the_key(key: str, value: Any, fragment: str) -> None:
     with pytest.raises(ConfigurationError) as info:
-        init(**{key: value})
+        init(**{key: value}, **JWT)
     assert info.value.key == key
     assert fragment in str(info.value)
 
@@ -245,9 +253,9 @@ def test_every_key_the_package_names_is_a_known_key() -> None:
         key for path in package.rglob("*.py")
         for key in re.findall(r"\bGUARDIAN_[A-Z0-9_]*[A-Z0-9]\b", path.read_text("utf-8"))
     }
-    assert named - DEFAULTS.keys() == set()
+    assert named - KNOWN.keys() == set()
     documented = (package.parent / "docs" / "configuration.md").read_text("utf-8")
-    assert [key for key in DEFAULTS if f"`{key}`" not in documented] == []
+    assert [key for key in KNOWN if f"`{key}`" not in documented] == []
 @pytest.mark.parametrize(("key", "value"), [
     ("GUARDIAN_DB_CONNECT_TIMEOUT", 0), ("GUARDIAN_DB_CONNECT_TIMEOUT", "3"),
     ("GUARDIAN_DB_STATEMENT_TIMEOUT", 301), ("GUARDIAN_DB_STATEMENT_TIMEOUT", True),
@@ -255,7 +263,7 @@ def test_every_key_the_package_names_is_a_known_key() -> None:
 ])
 def test_unusable_outage_setting_fails_at_init_app_naming_the_key(key: str, value: Any) -> None:
     with pytest.raises(ConfigurationError, match=key):
-        init(**{key: value})
+        init(**{**JWT, key: value})
 
 
 def test_outage_settings_accept_seconds_timedelta_and_none() -> None:
@@ -263,13 +271,45 @@ def test_outage_settings_accept_seconds_timedelta_and_none() -> None:
 
     settings = settings_of(init(GUARDIAN_DB_CONNECT_TIMEOUT=timedelta(seconds=4),
                                 GUARDIAN_DB_STATEMENT_TIMEOUT=None,
-                                GUARDIAN_JWT_FAIL_OPEN=True))
+                                GUARDIAN_JWT_FAIL_OPEN=True, **JWT))
     assert settings.db_connect_timeout == 4.0
     assert settings.db_statement_timeout is None
-    assert settings.jwt_fail_open is True
-    defaults = settings_of(init())
+    assert settings.strategy_options.fail_open is True
+    defaults = settings_of(init(**JWT))
     assert (defaults.db_connect_timeout, defaults.db_statement_timeout) == (3.0, 2.0)
-    assert defaults.jwt_fail_open is False
+    assert defaults.strategy_options.fail_open is False
+
+
+def test_a_strategy_declares_and_validates_its_own_keys() -> None:
+    """An application's strategy names its keys and checks them itself (the shipped jwt
+    strategy does the same); a typo among them fails like any other, and another
+    strategy's keys are known but not read."""
+    from collections.abc import Mapping
+
+    from flask_guardian.config_values import read_int
+
+    class Recording(DatabaseStrategy):
+        name = "recording"
+        config_keys: Mapping[str, Any] = {"GUARDIAN_RECORDING_LIMIT": 3}
+
+        @classmethod
+        def read_options(cls, config: Mapping[str, Any], settings: Any) -> int:
+            return read_int(config, "GUARDIAN_RECORDING_LIMIT", minimum=1)
+
+    assert settings_of(init(SESSION_STRATEGY=Recording)).strategy_options == 3
+    assert settings_of(init(SESSION_STRATEGY=Recording,
+                            GUARDIAN_RECORDING_LIMIT=7)).strategy_options == 7
+    with pytest.raises(ConfigurationError, match=">= 1") as info:
+        init(SESSION_STRATEGY=Recording, GUARDIAN_RECORDING_LIMIT=0)
+    assert info.value.key == "GUARDIAN_RECORDING_LIMIT"
+    with pytest.raises(ConfigurationError, match="did you mean GUARDIAN_RECORDING_LIMIT"):
+        init(SESSION_STRATEGY=Recording, GUARDIAN_RECORDING_LIMT=7)
+    with pytest.raises(ConfigurationError, match="not a flask-guardian setting"):
+        init(GUARDIAN_RECORDING_LIMIT=7)  # the database strategy does not declare it
+    # The jwt strategy's keys are known whichever strategy runs, and read only by it.
+    assert settings_of(init(GUARDIAN_JWT_CACHE_SIZE=-1)).strategy_options is None
+    with pytest.raises(ConfigurationError, match="GUARDIAN_JWT_CACHE_SIZE"):
+        init(GUARDIAN_JWT_CACHE_SIZE=-1, **JWT)
 
 
 def test_a_second_init_app_on_one_app_fails_before_registering_anything() -> None:

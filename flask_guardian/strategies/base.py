@@ -14,27 +14,24 @@ elsewhere fills the contract in itself (``redis.py``).
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import logging
 import re
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from flask import Request, current_app
+from flask import Request
 
-from .. import signals
+from ..clients import client_agent
 from ..cookies import read_cookie
-from ..models import USER_AGENT_MAX_LENGTH
 from ..session import Session, SessionUser
+from .monitoring import ClientMonitor
 
 if TYPE_CHECKING:
+    from ..config import Settings
     from ..state import AppState
-
-logger = logging.getLogger("flask_guardian")
 
 
 class Loaded(NamedTuple):
@@ -64,67 +61,10 @@ class RequestInfo:
         return cls(request.remote_addr, client_agent(request))
 
 
-def client_agent(request: Request) -> str | None:
-    """The User-Agent as sessions record and compare it: printable characters only (a NUL
-    would be refused by PostgreSQL), at most 512 of them."""
-    agent: str | None = request.environ.get("HTTP_USER_AGENT")
-    if not agent:
-        return None
-    if not agent.isprintable():
-        agent = "".join(c for c in agent if c.isprintable())
-    return agent[:USER_AGENT_MAX_LENGTH] or None
-
-
 def is_session_id(value: object) -> bool:
     """True for a string shaped like an id :func:`new_session_id` makes; anything else is
     refused before it reaches a query."""
     return isinstance(value, str) and _SESSION_ID_RE.fullmatch(value) is not None
-
-
-def client_address(ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a client really has. An IPv4 client seen through a dual-stack socket
-    (``gunicorn -b [::]:80``) arrives as ``::ffff:a.b.c.d``, a 6to4 or Teredo one inside an
-    IPv6 address: each is unwrapped to its IPv4 address, so it is counted and monitored as
-    itself rather than lumped into one ``::/64`` with every other IPv4 client."""
-    if not ip:
-        return None
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return address.ipv4_mapped
-        if address.sixtofour is not None:
-            return address.sixtofour
-        if address.teredo is not None:
-            return address.teredo[1]  # (server, client): the client's public IPv4
-    return address
-
-
-def ip_network(ip: str | None) -> str | None:
-    """The /24 (IPv4) or /64 (IPv6) network of ``ip``: a change of network, not of address,
-    is what session monitoring reports (mobile clients hop addresses within one).
-    Loopback is its own network."""
-    address = client_address(ip)
-    if address is None:
-        return None
-    prefix = 24 if address.version == 4 else 64
-    if address.is_loopback:
-        prefix = address.max_prefixlen
-    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
-
-
-def throttle_key(ip: str | None) -> str:
-    """The per-address sign-in counter's key: an IPv4 address (unwrapped as in
-    :func:`client_address`) or, for IPv6, its /64 (one host holds a whole /64, so
-    counting single addresses would never bite)."""
-    address = client_address(ip)
-    if address is None:
-        return "ip:" + (ip or "unknown")
-    if address.version == 4 or address.is_loopback:
-        return f"ip:{address}"
-    return f"ip:{ip_network(str(address))}"
 
 
 _SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
@@ -173,8 +113,20 @@ class SessionStrategy(ABC):
 
     #: The value of ``Session.strategy`` and of the registry's ``strategy`` column.
     name: ClassVar[str]
-    #: Whether ``init_app`` must find JWT keys in the configuration.
-    needs_jwt_keys: ClassVar[bool] = False
+    #: This strategy's own configuration keys and their defaults (name them
+    #: ``GUARDIAN_<STRATEGY>_*``). ``init_app`` knows them (a typo among them fails like
+    #: any other) and fills the defaults in before :meth:`read_options` reads them.
+    config_keys: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def read_options(cls, config: Mapping[str, Any], settings: Settings) -> Any:
+        """Validate this strategy's own keys and return what the constructor will find as
+        ``settings.strategy_options``. ``config`` holds every key with its default filled
+        in; ``settings`` the common ones, already validated. Raise
+        :class:`~flask_guardian.errors.ConfigurationError` naming the key: this runs in
+        ``init_app``, before anything is registered. The readers of
+        :mod:`flask_guardian.config_values` do the usual checks."""
+        return None
 
     def __init__(self, state: AppState) -> None:
         self.state = state
@@ -182,7 +134,11 @@ class SessionStrategy(ABC):
         self.models = state.models
         self.db = state.db
         self.users = state.models.user.__table__
-        self._flagged: dict[str, None] = {}
+        #: ``check_client(session, request, agent_changed, signed_network)``: compare the
+        #: request with what the session was signed in with (``monitoring.py``); False when
+        #: the session must not be used. ``load`` calls it when the User-Agent changed or
+        #: ``GUARDIAN_MONITOR_IP_NETWORK`` is on.
+        self.check_client = ClientMonitor(self).check
         self._cookie_name = state.settings.cookie_name
         self._token_max_length = state.settings.token_max_length
 
@@ -268,40 +224,6 @@ class SessionStrategy(ABC):
         """``(expires, absolute)``: the idle deadline capped by the absolute one."""
         absolute = auth_time + timedelta(seconds=self.settings.max_age)
         return min(now + timedelta(seconds=self.settings.idle_timeout), absolute), absolute
-
-    # -- monitoring ------------------------------------------------------------------
-
-    def check_client(
-        self, session: Session, request: Request, agent_changed: bool, signed_network: str | None
-    ) -> bool:
-        """Compare the request with what the session was signed in with; on a change send
-        ``suspicious_session`` and, with ``GUARDIAN_ON_SUSPICIOUS_SESSION = "revoke"``, end
-        the session. Returns False when the session must not be used."""
-        reasons = ["user_agent"] if agent_changed else []
-        if self.settings.monitor_ip_network and ip_network(request.remote_addr) != signed_network:
-            reasons.append("ip_network")
-        if not reasons:
-            return True
-        action = self.settings.on_suspicious_session
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        if action == "revoke" or session.id not in self._flagged:
-            # "log" reports a session once per process, not on every request it makes.
-            if len(self._flagged) >= 10_000:
-                self._flagged.clear()
-            self._flagged[session.id] = None
-            logger.warning(
-                "suspicious session %s of user %s: %s changed",
-                session.id, session.user.id, " and ".join(reasons),
-            )
-            signals.suspicious_session.send(app, session=session, reasons=reasons, action=action)
-        if action == "revoke":
-            self.revoke([session.id], session.user.id)
-            self.db.session.commit()
-            signals.session_revoked.send(
-                app, session_ids=[session.id], user_id=session.user.id, reason="suspicious"
-            )
-            return False
-        return True
 
 
 def sha256_hex(value: str) -> str:

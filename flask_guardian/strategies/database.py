@@ -13,18 +13,12 @@ from typing import Any, NamedTuple
 from flask import Request
 from sqlalchemy import bindparam, select, update
 
+from ..clients import client_agent, ip_network
 from ..lookup import RowReader, as_utc
 from ..models import utcnow
 from ..session import Session, SessionUser
 from ..storage import bounded
-from .base import (
-    Loaded,
-    RequestInfo,
-    client_agent,
-    ip_network,
-    new_session_id,
-    sha256_hex,
-)
+from .base import Loaded, RequestInfo, new_session_id, sha256_hex
 from .registry import RegistryStrategy, bound_to_user
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe alphabet. Anything else is

@@ -22,25 +22,26 @@ import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import jwt
 from flask import Request
 from sqlalchemy import bindparam, select, update
 
+from ..clients import client_agent, ip_network
+from ..config_values import read_bool, read_int, read_seconds
+from ..jwt_keys import read_jwt_keys
 from ..lookup import RowReader, as_utc
 from ..models import utcnow
 from ..session import Session, SessionUser
 from ..storage import bounded, is_storage_error, unavailable
-from .base import (
-    Loaded,
-    RequestInfo,
-    client_agent,
-    ip_network,
-    new_session_id,
-)
+from .base import Loaded, RequestInfo, new_session_id
 from .registry import RegistryStrategy, bound_to_user
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 #: Claims every token must carry; PyJWT refuses a token missing any of them.
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud", "sid", "auth_time"]
@@ -80,15 +81,42 @@ class _Verified:
         self.agent = agent
 
 
+class JWTOptions(NamedTuple):
+    """The jwt strategy's own settings (its ``config_keys``), validated at ``init_app``."""
+
+    revocation_interval: float
+    cache_size: int
+    fail_open: bool
+
+
 class JWTStrategy(RegistryStrategy):
     """Stateless verification with a registry row per session and a revocation feed."""
 
     name = "jwt"
-    needs_jwt_keys = True
+    config_keys: ClassVar[Mapping[str, Any]] = {
+        # How stale another process's view of revocations may be, in seconds.
+        "GUARDIAN_JWT_REVOCATION_INTERVAL": 5,
+        # Verified tokens kept per process (0: verify every request's signature).
+        "GUARDIAN_JWT_CACHE_SIZE": 4096,
+        # Fail closed: when the revocation feed could not be read for longer than the
+        # interval (plus a grace), tokens are refused with a 503 rather than served
+        # unchecked. True trades the revocation bound for availability.
+        "GUARDIAN_JWT_FAIL_OPEN": False,
+    }
+
+    @classmethod
+    def read_options(cls, config: Mapping[str, Any], settings: Settings) -> JWTOptions:
+        read_jwt_keys(config, settings.jwt_algorithm, needed=True)  # says which key is missing
+        return JWTOptions(
+            read_seconds(config, "GUARDIAN_JWT_REVOCATION_INTERVAL", maximum=300),
+            read_int(config, "GUARDIAN_JWT_CACHE_SIZE", minimum=0),
+            read_bool(config, "GUARDIAN_JWT_FAIL_OPEN"),
+        )
 
     def __init__(self, state: Any) -> None:
         super().__init__(state)
         st = self.settings
+        self.options: JWTOptions = st.strategy_options
         signer = st.jwt_keys[0]
         self._signing_key = signer.signing
         self._headers = {"kid": signer.kid} if signer.kid else None
@@ -160,7 +188,7 @@ class JWTStrategy(RegistryStrategy):
         now = time.time()
         if now >= self._next_poll:
             self._poll(now)
-            if now >= self._fresh_until and not self.settings.jwt_fail_open:
+            if now >= self._fresh_until and not self.options.fail_open:
                 # The feed is stale: this token may have been revoked meanwhile.
                 raise unavailable(ConnectionError("revocation feed not read in time"),
                                   "jwt revocation check")
@@ -233,8 +261,8 @@ class JWTStrategy(RegistryStrategy):
         return entry
 
     def _remember(self, token: str, entry: _Verified) -> None:
-        if self.settings.jwt_cache_size:
-            if len(self._cache) >= self.settings.jwt_cache_size:
+        if self.options.cache_size:
+            if len(self._cache) >= self.options.cache_size:
                 # Bounded: drop the oldest entry (dicts keep insertion order). Another
                 # thread may be changing the dict: a missed eviction is harmless.
                 with contextlib.suppress(StopIteration, RuntimeError):
@@ -372,7 +400,7 @@ class JWTStrategy(RegistryStrategy):
         """Read revocations written since the last successful read (by any process). A
         failure is logged (rate-limited) and retried after :data:`FEED_RETRY` seconds;
         meanwhile :meth:`load` refuses tokens once the last good read is too old."""
-        interval = self.settings.jwt_revocation_interval
+        interval = self.options.revocation_interval
         with self._lock:
             busy = now < self._next_poll or now < self._retry_at
         if busy:  # another thread reads it, or tried just now

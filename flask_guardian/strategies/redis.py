@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from flask import Request
 from sqlalchemy import bindparam, event, select
 
+from ..clients import client_agent, ip_network
 from ..errors import ConfigurationError, StorageUnavailable
 from ..models import utcnow
 from ..session import Session, SessionUser
@@ -40,8 +41,6 @@ from .base import (
     RequestInfo,
     SessionInfo,
     SessionStrategy,
-    client_agent,
-    ip_network,
     new_session_id,
     sha256_hex,
 )

@@ -20,7 +20,6 @@ from flask_guardian.config import DEFAULTS
 from flask_guardian.state import get_state
 from flask_guardian.strategies import DatabaseStrategy, JWTStrategy
 
-
 #: The jwt strategy, whose own keys (``JWTStrategy.config_keys``) are read only when it runs.
 JWT = {"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_SECRET": "s" * 32}
 #: Every key init_app knows: the common ones and those the shipped strategies declare.

@@ -136,5 +136,5 @@ class DatabaseStrategy(RegistryStrategy):
         now = utcnow()
         session_id = new_session_id()
         auth_time = auth_time or now
-        expires, _ = self._insert_record(user, info, session_id, sha256_hex(token), now, auth_time)
+        expires, _ = self.insert_record(user, info, session_id, sha256_hex(token), now, auth_time)
         return Session(session_id, self.session_user(user), expires, self.name, auth_time), token

@@ -309,7 +309,7 @@ class JWTStrategy(RegistryStrategy):
         now = utcnow().replace(microsecond=0)  # JWT times are whole seconds
         session_id = new_session_id()
         auth_time = (auth_time or now).replace(microsecond=0)
-        expires, _ = self._insert_record(user, info, session_id, None, now, auth_time)
+        expires, _ = self.insert_record(user, info, session_id, None, now, auth_time)
         session_user = self.session_user(user)
         token, _ = self._encode(session_id, session_user, user.session_version or 0, auth_time,
                              expires, info.user_agent, info.ip)

@@ -46,7 +46,7 @@ class RegistryStrategy(SessionStrategy):
             condition = and_(condition, self.sessions.c.id != keep)
         return self._revoke_where(db_session, condition, user_id)
 
-    def _insert_record(
+    def insert_record(
         self,
         user: Any,
         info: RequestInfo,
@@ -55,6 +55,9 @@ class RegistryStrategy(SessionStrategy):
         now: datetime,
         auth_time: datetime,
     ) -> tuple[datetime, datetime]:
+        """Add the registry row of a new session (``token_hash``: what ``load`` will look
+        it up by, or None when the credential is self-contained) and return its
+        ``(expires, absolute)`` deadlines. ``issue`` calls it; the caller commits."""
         expires, absolute = self.deadlines(now, auth_time)
         self.db.session.execute(
             self.sessions.insert().values(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -132,9 +133,14 @@ class Models:
     login_attempt: Any
 
 
+#: The models declared on each ``db`` (by the id of the user model), kept here rather than
+#: on the application's object; an entry goes with its ``db``.
+_DECLARED: weakref.WeakKeyDictionary[Any, dict[int, Models]] = weakref.WeakKeyDictionary()
+
+
 def build_models(db: Any, user_model: Any | None) -> Models:
     """Declare guardian's tables on ``db`` (once per ``db``) and return the classes."""
-    cache: dict[int, Models] = db.__dict__.setdefault("_guardian_models", {})
+    cache = _DECLARED.setdefault(db, {})
     key = id(user_model)
     if key in cache:
         return cache[key]

@@ -11,13 +11,13 @@ import importlib.util
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import delete_redis_keys, strategy_config
 from flask import Flask
+from helpers import LiveServer, strategy_config
+from servers import delete_redis_keys
 from werkzeug.serving import make_server
 
 CHROMIUM = os.environ.get("GUARDIAN_CHROMIUM", "/usr/bin/chromium")
@@ -47,17 +47,6 @@ def _unavailable(reason: str) -> None:
     if ON_CI:
         pytest.fail(f"CI=true requires the browser tests to run: {reason}")
     pytest.skip(reason)
-
-
-@dataclass
-class LiveServer:
-    """The example app, served at ``url``."""
-
-    app: Flask
-    url: str
-
-    def __call__(self, path: str = "/") -> str:
-        return self.url + path
 
 
 def serve(app: Flask) -> tuple[Any, threading.Thread]:

@@ -29,16 +29,11 @@ from servers import (
     engine_options,
     require_server,
     reset_database,
+    unmarked_databases,
 )
 from sqlalchemy.engine import make_url
 
 from flask_guardian.state import get_state
-
-
-def unmarked_databases() -> list[str]:
-    """The databases a test without the ``databases`` marker runs on: SQLite, or the
-    first configured database when ``GUARDIAN_TEST_DATABASES`` leaves SQLite out."""
-    return ["sqlite"] if "sqlite" in DATABASES else DATABASES[:1]
 
 
 @pytest.hookimpl(tryfirst=True)

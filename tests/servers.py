@@ -46,6 +46,12 @@ SERVER_DATABASES = ["postgresql", "mariadb"]
 _created: set[str] = set()
 
 
+def unmarked_databases() -> list[str]:
+    """The databases a test without the ``databases`` marker runs on: SQLite, or the
+    first configured database when ``GUARDIAN_TEST_DATABASES`` leaves SQLite out."""
+    return ["sqlite"] if "sqlite" in DATABASES else DATABASES[:1]
+
+
 def run_database_url(name: str) -> str:
     """The URL of this run's own database on server ``name``."""
     return str(make_url(ADMIN_URLS[name]).set(database=RUN_DATABASE))

@@ -1,14 +1,198 @@
-"""Small helpers the test files share: getting a CSRF token, signing in, reading cookies."""
+"""Builders the test files share: the users and base settings, a small app built through
+the public API, signing in, reading cookies, and counting what a request costs. Fixtures
+live in ``conftest.py``; where the stores are (servers, Redis) is ``servers.py``.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
-from conftest import ADMIN, USER
-from flask import Flask
-from werkzeug.http import parse_set_header
+import pytest
+from flask import Flask, g, jsonify
+from flask_sqlalchemy import SQLAlchemy
+from servers import redis_prefix, require_redis
+from sqlalchemy import event
 
+from flask_guardian import Guardian, login_required, roles_required
 from flask_guardian.state import get_state
+
+ADMIN = ("admin@example.com", "admin-password-123")
+USER = ("user@example.com", "user-password-123")
+JWT_SECRET = "test-jwt-secret-" + "x" * 32
+
+BASE_CONFIG: dict[str, Any] = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key-0123456789abcdef",
+    "GUARDIAN_JWT_SECRET": JWT_SECRET,
+    "GUARDIAN_COOKIE_SECURE": False,
+    # Cheap hashes keep the suite fast; the scheme (argon2id) is the production one.
+    "GUARDIAN_ARGON2_MEMORY_COST": 1024,
+    "GUARDIAN_ARGON2_TIME_COST": 1,
+}
+
+#: Strategies whose sessions are rows of the SQL registry (``guardian_sessions``).
+SQL_REGISTRY = frozenset({"database", "jwt"})
+#: Round trips a steady-state signed-in request makes to the session store.
+READS_PER_REQUEST = {"database": 1, "jwt": 0, "redis": 1}
+
+
+def strategy_config(strategy: str) -> dict[str, Any]:
+    """What an app needs beyond its database to run ``strategy`` in a test: for redis, the
+    server (skipped, or failed on CI, when it is not there) and a key prefix of its own."""
+    if strategy == "redis":
+        return {"GUARDIAN_REDIS_URL": require_redis(), "GUARDIAN_REDIS_PREFIX": redis_prefix()}
+    return {}
+
+
+def needs_sql_registry(strategy: str) -> None:
+    """Skip, with the reason, a test of the SQL session registry for a strategy that keeps
+    its sessions elsewhere (redis: tests/test_redis.py checks the same rules there)."""
+    if strategy not in SQL_REGISTRY:
+        pytest.skip(f"the {strategy} strategy keeps no guardian_sessions rows; "
+                    "tests/test_redis.py covers this rule for it")
+
+
+def store_config(app: Flask) -> dict[str, Any]:
+    """The settings that name ``app``'s session store beyond its database (the redis
+    strategy's server and prefix): a second app given them shares the first's sessions,
+    as a second process would."""
+    keys = ("GUARDIAN_REDIS_URL", "GUARDIAN_REDIS_PREFIX")
+    return {k: app.config[k] for k in keys if k in app.config}
+
+
+#: ``make_app(**config)``: the type of the app-building fixtures.
+AppFactory = Callable[..., Flask]
+
+
+def build_app(database_url: str, strategy: str, **config: Any) -> Flask:
+    """A small app like a user would write, with the two demo users."""
+    app = Flask("guardian_test_app")
+    app.config.update(BASE_CONFIG)
+    app.config.update(SQLALCHEMY_DATABASE_URI=database_url, SESSION_STRATEGY=strategy)
+    app.config.update(strategy_config(strategy))
+    app.config.update(config)
+    db = SQLAlchemy(app)
+    guardian = Guardian(app, db=db)
+
+    @app.get("/")
+    def home() -> str:
+        return "home"
+
+    @app.get("/dashboard")
+    @login_required
+    def dashboard() -> str:
+        return f"hello {g.session.user.email}"
+
+    @app.get("/admin")
+    @roles_required("admin")
+    def admin() -> str:
+        return "admin area"
+
+    @app.get("/api/me")
+    @login_required
+    def api_me() -> Any:
+        return jsonify(g.session.to_dict())
+
+    @app.get("/open/<path:rest>")
+    def open_route(rest: str) -> str:
+        return f"open {rest}"
+
+    with app.app_context():
+        db.create_all()
+        model = guardian.user_model
+        if db.session.execute(db.select(model.id).limit(1)).first() is None:
+            guardian.create_user(ADMIN[0], ADMIN[1], name="Ada Admin", role="admin")
+            guardian.create_user(USER[0], USER[1], name=None, role="user")
+    return app
+
+
+def guardian_of(app: Flask) -> Guardian:
+    """The ``Guardian`` extension of ``app``."""
+    return app.extensions["guardian"]  # type: ignore[no-any-return]
+
+
+def db_of(app: Flask) -> Any:
+    """The ``SQLAlchemy`` extension of ``app``."""
+    return app.extensions["sqlalchemy"]
+
+
+#: Statements and Redis commands that write.
+WRITE_VERBS = frozenset({
+    "INSERT", "UPDATE", "DELETE", "SET", "DEL", "UNLINK", "HSET", "HDEL", "EXPIRE",
+    "EXPIREAT", "PEXPIREAT",
+})
+
+
+class QueryCounter:
+    """Counts SQL statements an engine runs (``with QueryCounter(app) as q: ...``)."""
+
+    def __init__(self, app: Flask) -> None:
+        with app.app_context():
+            self.engine = db_of(app).engine
+        self.statements: list[str] = []
+        # The database strategy reads sessions on its own DBAPI connection (lookup.py),
+        # outside SQLAlchemy's events; its reader reports each statement it runs.
+        strategy = get_state(app).strategy
+        self.reader = getattr(strategy, "reader", None)
+        # The redis strategy's commands count too ("GET ...", "SET ...").
+        self.redis = getattr(strategy, "redis", None)
+
+    def _record(self, *args: Any) -> None:
+        # before_cursor_execute(conn, cursor, statement, ...) or reader listener(statement)
+        self.statements.append(args[2] if len(args) > 1 else args[0])
+
+    def _redis_command(self, *args: Any, **options: Any) -> Any:
+        self.statements.append(" ".join(str(a) for a in args[:2]))
+        return self._redis_execute(*args, **options)
+
+    def _redis_pipeline(self, *args: Any, **options: Any) -> Any:
+        pipeline = self._redis_make_pipeline(*args, **options)
+        queue = pipeline.pipeline_execute_command
+
+        def counted(*command: Any, **kwargs: Any) -> Any:
+            self.statements.append(" ".join(str(a) for a in command[:2]))
+            return queue(*command, **kwargs)
+
+        pipeline.pipeline_execute_command = counted
+        return pipeline
+
+    def __enter__(self) -> QueryCounter:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        if self.reader is not None:
+            self.reader.listen(self._record)
+        if self.redis is not None:
+            self._redis_execute = self.redis.execute_command
+            self._redis_make_pipeline = self.redis.pipeline
+            self.redis.execute_command = self._redis_command
+            self.redis.pipeline = self._redis_pipeline
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+        if self.reader is not None:
+            self.reader.unlisten(self._record)
+        if self.redis is not None:
+            del self.redis.execute_command
+            del self.redis.pipeline
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    @property
+    def writes(self) -> list[str]:
+        return [
+            s for s in self.statements
+            if s.lstrip().split(None, 1)[0].upper() in WRITE_VERBS
+        ]
+
+
+# -- signing in and cookies --------------------------------------------------------
 
 
 def csrf_token(client: Any) -> str:
@@ -33,20 +217,24 @@ def sign_in(
 
 
 def sign_in_ok(client: Any, who: tuple[str, str] = USER, **headers: str) -> Any:
+    """Sign ``who`` in through the form and assert it succeeded (303)."""
     response = sign_in(client, *who, **headers)
     assert response.status_code == 303, response.get_data(as_text=True)
     return response
 
 
 def sign_out(client: Any, **headers: str) -> Any:
+    """POST /auth/signout with a valid CSRF token."""
     return client.post("/auth/signout", data={"csrf_token": csrf_token(client)}, headers=headers)
 
 
 def cookie_name(app: Flask) -> str:
+    """The name of ``app``'s session cookie."""
     return str(get_state(app).settings.cookie_name)
 
 
 def session_cookie(client: Any, app: Flask) -> str | None:
+    """The value of ``client``'s session cookie for ``app``, or None."""
     cookie = client.get_cookie(cookie_name(app))
     return None if cookie is None else str(cookie.value)
 
@@ -68,4 +256,105 @@ def cookie_attributes(header: str) -> dict[str, str]:
     return attrs
 
 
-__all__ = ["ADMIN", "USER", "parse_set_header"]
+# -- a browser over real HTTP, for apps served on loopback ports -------------------------
+
+#: Where the served apps listen.
+HOST = "127.0.0.1"
+#: The header that asks for JSON answers.
+JSON = {"Accept": "application/json"}
+
+
+@dataclass
+class Reply:
+    """One HTTP answer as a loopback ``Browser`` got it."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        """The body, parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass
+class Browser:
+    """One browser: a User-Agent and a cookie jar shared by every server it talks to
+    (cookies are per host, not per port, just as behind one load-balanced name)."""
+
+    agent: str
+    cookies: dict[str, str] = field(default_factory=dict)
+    #: A replaying attacker: keeps its cookies whatever the server answers.
+    frozen: bool = False
+
+    def request(
+        self, port: int, method: str, path: str, *, form: dict[str, str] | None = None,
+        body: Any = None, headers: dict[str, str] | None = None,
+    ) -> Reply:
+        sent = {"User-Agent": self.agent, **(headers or {})}
+        if self.cookies:
+            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        payload: str | None = None
+        if form is not None:
+            payload = urlencode(form)
+            sent["Content-Type"] = "application/x-www-form-urlencoded"
+        elif body is not None:
+            payload = json.dumps(body)
+            sent["Content-Type"] = "application/json"
+        connection = http.client.HTTPConnection(HOST, port, timeout=10)
+        try:
+            connection.request(method, path, body=payload, headers=sent)
+            response = connection.getresponse()
+            reply = Reply(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+        for header in reply.headers.get_all("Set-Cookie") or []:
+            if not self.frozen:
+                self._store(header)
+        return reply
+
+    def _store(self, header: str) -> None:
+        first, *attributes = (part.strip() for part in header.split(";"))
+        name, _, value = first.partition("=")
+        cleared = value in ("", '""') or any(a.lower() == "max-age=0" for a in attributes)
+        if cleared:
+            self.cookies.pop(name, None)
+        else:
+            self.cookies[name] = value
+
+    def get(self, port: int, path: str, **headers: str) -> Reply:
+        return self.request(port, "GET", path, headers=headers)
+
+    def csrf(self, port: int) -> str:
+        return str(self.get(port, "/auth/csrf").json()["csrfToken"])
+
+    def sign_in(self, port: int, who: tuple[str, str], *, json_body: bool = False) -> Reply:
+        token = self.csrf(port)
+        if json_body:
+            return self.request(port, "POST", "/auth/signin", headers=JSON,
+                                body={"email": who[0], "password": who[1], "csrfToken": token})
+        return self.request(port, "POST", "/auth/signin",
+                            form={"email": who[0], "password": who[1], "csrf_token": token})
+
+    def post_json(self, port: int, path: str, body: Any = None) -> Reply:
+        headers = {**JSON, "X-CSRF-Token": self.csrf(port)}
+        return self.request(port, "POST", path, body=body or {}, headers=headers)
+
+    def me(self, port: int) -> Reply:
+        return self.get(port, "/api/me", **JSON)
+
+    def replayer(self) -> Browser:
+        """An attacker who copied this browser's cookies and replays them unchanged."""
+        return Browser(self.agent, dict(self.cookies), frozen=True)
+
+
+@dataclass
+class LiveServer:
+    """The example app, served at ``url``."""
+
+    app: Flask
+    url: str
+
+    def __call__(self, path: str = "/") -> str:
+        """The absolute URL of ``path`` on this server."""
+        return self.url + path

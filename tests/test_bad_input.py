@@ -9,12 +9,22 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from conftest import READS_PER_REQUEST, QueryCounter, db_of, guardian_of
 from flask import Flask
-from helpers import USER, csrf_token, sign_in_ok
+from helpers import (
+    READS_PER_REQUEST,
+    USER,
+    QueryCounter,
+    csrf_token,
+    db_of,
+    guardian_of,
+    sign_in_ok,
+)
 from sqlalchemy import event
 
 from flask_guardian.state import get_state
+
+# The full database matrix: bad values (NUL, SQL-looking, non-ASCII) reach every dialect.
+pytestmark = pytest.mark.databases
 
 BAD_COOKIES = [
     "",

@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import BASE_CONFIG, AppFactory, store_config
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from helpers import ADMIN, USER
+from helpers import ADMIN, BASE_CONFIG, USER, AppFactory, store_config
 
 import flask_guardian
 from flask_guardian import Guardian
 from flask_guardian.state import get_state
+
+# The full database matrix: lockout rows and counters.
+pytestmark = pytest.mark.databases
 
 MAX_ATTEMPTS = 3
 LOCKOUT = 600

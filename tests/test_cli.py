@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import db_of, guardian_of, needs_sql_registry
 from flask import Flask
-from helpers import ADMIN, USER, sign_in, sign_in_ok
+from helpers import ADMIN, USER, db_of, guardian_of, needs_sql_registry, sign_in, sign_in_ok
 from sqlalchemy import func, select
+
+# The full database matrix: users and session rows written and purged.
+pytestmark = pytest.mark.databases
 
 NEW_PASSWORD = "correct-horse-battery"
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

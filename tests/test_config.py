@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_CONFIG
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import BASE_CONFIG
 
 from flask_guardian import ConfigurationError, Guardian
 from flask_guardian.config import DEFAULTS

@@ -8,9 +8,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import time_machine
-from conftest import AppFactory
 from flask import Flask
-from helpers import USER, cookie_attributes, set_cookie_headers, sign_in, sign_in_ok, sign_out
+from helpers import (
+    USER,
+    AppFactory,
+    cookie_attributes,
+    set_cookie_headers,
+    sign_in,
+    sign_in_ok,
+    sign_out,
+)
 from werkzeug.http import parse_date
 from werkzeug.wrappers import Request
 

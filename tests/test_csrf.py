@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import AppFactory
 from flask import Flask
 from helpers import (
     USER,
+    AppFactory,
     cookie_attributes,
     csrf_token,
     set_cookie_headers,

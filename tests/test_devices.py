@@ -9,15 +9,27 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import AppFactory, db_of, guardian_of, needs_sql_registry
 from flask import Flask, jsonify
-from helpers import ADMIN, USER, csrf_token, session_cookie, sign_in_ok
+from helpers import (
+    ADMIN,
+    USER,
+    AppFactory,
+    csrf_token,
+    db_of,
+    guardian_of,
+    needs_sql_registry,
+    session_cookie,
+    sign_in_ok,
+)
 from sqlalchemy import select
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_guardian import roles_required
 from flask_guardian.devices import describe_user_agent
 from flask_guardian.state import get_state
+
+# The full database matrix: session rows listed and ended.
+pytestmark = pytest.mark.databases
 
 FIREFOX_LINUX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 SAFARI_IPHONE = (

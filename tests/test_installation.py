@@ -10,9 +10,9 @@ from pathlib import Path
 
 import passlib
 import pytest
-from conftest import BASE_CONFIG
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from helpers import BASE_CONFIG
 
 from flask_guardian import ConfigurationError, Guardian
 from flask_guardian.installation import check_no_namesake

@@ -12,13 +12,26 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 import time_machine
-from conftest import JWT_SECRET, AppFactory, QueryCounter, guardian_of
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask
-from helpers import USER, cookie_name, session_cookie, sign_in, sign_in_ok, sign_out
+from helpers import (
+    JWT_SECRET,
+    USER,
+    AppFactory,
+    QueryCounter,
+    cookie_name,
+    guardian_of,
+    session_cookie,
+    sign_in,
+    sign_in_ok,
+    sign_out,
+)
 
 from flask_guardian.state import get_state
+
+# The full database matrix: revocation rows and the revocation feed.
+pytestmark = pytest.mark.databases
 
 
 @pytest.fixture(params=["jwt"])
@@ -343,7 +356,7 @@ def test_bearer_client_gets_refreshed_token_in_a_header_and_stays_signed_in(
     every request."""
     from datetime import UTC, datetime, timedelta
 
-    from conftest import QueryCounter
+    from helpers import QueryCounter
 
     settings = get_state(app).settings
     start = datetime.now(UTC)

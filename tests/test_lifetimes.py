@@ -14,10 +14,12 @@ from typing import Any
 import jwt
 import pytest
 import time_machine
-from conftest import SQL_REGISTRY, AppFactory, QueryCounter
 from flask import Flask
 from helpers import (
+    SQL_REGISTRY,
     USER,
+    AppFactory,
+    QueryCounter,
     cookie_attributes,
     cookie_name,
     session_cookie,
@@ -26,6 +28,9 @@ from helpers import (
 )
 
 import flask_guardian
+
+# The full database matrix: stored deadlines and refresh writes (DATETIME precision differs).
+pytestmark = pytest.mark.databases
 
 T0 = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
 MAX_AGE = 3600

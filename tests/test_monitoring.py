@@ -11,13 +11,25 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import AppFactory, db_of, guardian_of, store_config
 from flask import Flask, g, request
-from helpers import ADMIN, USER, csrf_token, sign_in, sign_in_ok
+from helpers import (
+    ADMIN,
+    USER,
+    AppFactory,
+    csrf_token,
+    db_of,
+    guardian_of,
+    sign_in,
+    sign_in_ok,
+    store_config,
+)
 from sqlalchemy import select
 
 from flask_guardian import login_required, signals
 from flask_guardian.state import get_state
+
+# The full database matrix: last-seen and client fields written to session rows.
+pytestmark = pytest.mark.databases
 
 FIRST_AGENT = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
 OTHER_AGENT = "curl/8.5.0"

@@ -6,7 +6,6 @@ shared. HTTP over loopback only; every process is terminated at teardown."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import select
@@ -14,20 +13,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
-from conftest import BASE_CONFIG, DATABASES, build_app, require_server, reset_database, store_config
 from flask import Flask
-from helpers import ADMIN, USER
+from helpers import ADMIN, BASE_CONFIG, JSON, USER, Browser, build_app, store_config
+from servers import DATABASES, require_server, reset_database
 
-pytestmark = pytest.mark.multiprocess
+# The full database matrix: several processes on one server database.
+pytestmark = [pytest.mark.multiprocess, pytest.mark.databases]
 
 SCRIPT = Path(__file__).with_name("multiprocess_app.py")
-HOST = "127.0.0.1"
 #: How stale another process's view of revocations may be (jwt), in seconds.
 REVOCATION_INTERVAL = 1
 #: The longest we wait for another process to see a change: the interval plus slack for a
@@ -35,88 +33,6 @@ REVOCATION_INTERVAL = 1
 PROPAGATION_LIMIT = 5.0
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) Mobile/15E148 Safari/604.1"
-JSON = {"Accept": "application/json"}
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Browser:
-    """One browser: a User-Agent and a cookie jar shared by every server it talks to
-    (cookies are per host, not per port, just as behind one load-balanced name)."""
-
-    agent: str
-    cookies: dict[str, str] = field(default_factory=dict)
-    #: A replaying attacker: keeps its cookies whatever the server answers.
-    frozen: bool = False
-
-    def request(
-        self, port: int, method: str, path: str, *, form: dict[str, str] | None = None,
-        body: Any = None, headers: dict[str, str] | None = None,
-    ) -> Reply:
-        sent = {"User-Agent": self.agent, **(headers or {})}
-        if self.cookies:
-            sent["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        payload: str | None = None
-        if form is not None:
-            payload = urlencode(form)
-            sent["Content-Type"] = "application/x-www-form-urlencoded"
-        elif body is not None:
-            payload = json.dumps(body)
-            sent["Content-Type"] = "application/json"
-        connection = http.client.HTTPConnection(HOST, port, timeout=10)
-        try:
-            connection.request(method, path, body=payload, headers=sent)
-            response = connection.getresponse()
-            reply = Reply(response.status, response.headers, response.read())
-        finally:
-            connection.close()
-        for header in reply.headers.get_all("Set-Cookie") or []:
-            if not self.frozen:
-                self._store(header)
-        return reply
-
-    def _store(self, header: str) -> None:
-        first, *attributes = (part.strip() for part in header.split(";"))
-        name, _, value = first.partition("=")
-        cleared = value in ("", '""') or any(a.lower() == "max-age=0" for a in attributes)
-        if cleared:
-            self.cookies.pop(name, None)
-        else:
-            self.cookies[name] = value
-
-    def get(self, port: int, path: str, **headers: str) -> Reply:
-        return self.request(port, "GET", path, headers=headers)
-
-    def csrf(self, port: int) -> str:
-        return str(self.get(port, "/auth/csrf").json()["csrfToken"])
-
-    def sign_in(self, port: int, who: tuple[str, str], *, json_body: bool = False) -> Reply:
-        token = self.csrf(port)
-        if json_body:
-            return self.request(port, "POST", "/auth/signin", headers=JSON,
-                                body={"email": who[0], "password": who[1], "csrfToken": token})
-        return self.request(port, "POST", "/auth/signin",
-                            form={"email": who[0], "password": who[1], "csrf_token": token})
-
-    def post_json(self, port: int, path: str, body: Any = None) -> Reply:
-        headers = {**JSON, "X-CSRF-Token": self.csrf(port)}
-        return self.request(port, "POST", path, body=body or {}, headers=headers)
-
-    def me(self, port: int) -> Reply:
-        return self.get(port, "/api/me", **JSON)
-
-    def replayer(self) -> Browser:
-        """An attacker who copied this browser's cookies and replays them unchanged."""
-        return Browser(self.agent, dict(self.cookies), frozen=True)
 
 
 @dataclass

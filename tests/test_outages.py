@@ -19,14 +19,28 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import ADMIN, USER, AppFactory, ProxiedDatabase, db_of
 from flask import Flask
-from helpers import cookie_name, csrf_token, session_cookie, set_cookie_headers, sign_in, sign_in_ok
+from helpers import (
+    ADMIN,
+    USER,
+    AppFactory,
+    cookie_name,
+    csrf_token,
+    db_of,
+    session_cookie,
+    set_cookie_headers,
+    sign_in,
+    sign_in_ok,
+)
+from servers import ProxiedDatabase
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from flask_guardian import StorageUnavailable
 from flask_guardian.state import get_state
+
+# The full database matrix: faults between the app and the server databases.
+pytestmark = pytest.mark.databases
 
 JSON = {"Accept": "application/json"}
 #: A generous upper bound on any answer while the database stalls (the documented bound

@@ -13,12 +13,14 @@ from typing import Any
 import argon2
 import bcrypt
 import pytest
-from conftest import AppFactory, db_of, guardian_of
 from flask import Flask
-from helpers import ADMIN, USER, sign_in, sign_in_ok
+from helpers import ADMIN, USER, AppFactory, db_of, guardian_of, sign_in, sign_in_ok
 from sqlalchemy import select, update
 
 from flask_guardian.state import get_state
+
+# The full database matrix: password hashes read and upgraded in the users table.
+pytestmark = pytest.mark.databases
 
 INACTIVE = ("inactive@example.com", "inactive-password-123")
 FAILED_JSON = {"ok": False, "error": "invalid_credentials"}

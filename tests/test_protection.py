@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import AppFactory
 from flask import Flask
-from helpers import ADMIN, USER, sign_in, sign_in_ok
+from helpers import ADMIN, USER, AppFactory, sign_in, sign_in_ok
 
 from flask_guardian import roles_required
 from flask_guardian.config import RouteRule

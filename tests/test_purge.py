@@ -10,12 +10,25 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import AppFactory, db_of, guardian_of, needs_sql_registry
 from flask import Flask
-from helpers import ADMIN, USER, csrf_token, sign_in, sign_in_ok, sign_out
+from helpers import (
+    ADMIN,
+    USER,
+    AppFactory,
+    csrf_token,
+    db_of,
+    guardian_of,
+    needs_sql_registry,
+    sign_in,
+    sign_in_ok,
+    sign_out,
+)
 from sqlalchemy import func, select
 
 from flask_guardian.state import get_state
+
+# The full database matrix: expired rows and lockout counters purged in batches.
+pytestmark = pytest.mark.databases
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 

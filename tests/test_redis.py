@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import AppFactory, guardian_of, require_redis
 from faultproxy import FaultProxy
 from flask import Flask
-from helpers import ADMIN, USER, csrf_token, session_cookie, sign_in_ok
+from helpers import ADMIN, USER, AppFactory, csrf_token, guardian_of, session_cookie, sign_in_ok
 from redis import Redis
+from servers import require_redis
 from sqlalchemy.engine import make_url
 
 from flask_guardian.state import get_state
@@ -34,9 +34,10 @@ def strategy(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture
 def database_url(tmp_path: Any) -> str:
-    """The users table: SQLite is enough (the sessions are in Redis)."""
+    """The users table: SQLite is enough (the sessions are in Redis), so this module is
+    not marked ``databases``."""
     return f"sqlite:///{tmp_path / 'app.db'}"
 
 

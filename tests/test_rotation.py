@@ -9,14 +9,17 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import time_machine
-from conftest import AppFactory, db_of, guardian_of
 from flask import Flask, g, request
 from helpers import (
     ADMIN,
     USER,
+    AppFactory,
     cookie_attributes,
     cookie_name,
+    db_of,
+    guardian_of,
     session_cookie,
     set_cookie_headers,
     sign_in_ok,
@@ -24,6 +27,9 @@ from helpers import (
 from sqlalchemy import select
 
 from flask_guardian import login_required
+
+# The full database matrix: session rows created and ended on rotation.
+pytestmark = pytest.mark.databases
 
 NEW_PASSWORD = "a-brand-new-password-456"
 JSON = {"Accept": "application/json"}

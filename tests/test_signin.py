@@ -6,13 +6,29 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from conftest import READS_PER_REQUEST, QueryCounter, db_of, guardian_of, needs_sql_registry
+import pytest
 from flask import Flask, g
-from helpers import ADMIN, USER, csrf_token, session_cookie, sign_in, sign_in_ok, sign_out
+from helpers import (
+    ADMIN,
+    READS_PER_REQUEST,
+    USER,
+    QueryCounter,
+    csrf_token,
+    db_of,
+    guardian_of,
+    needs_sql_registry,
+    session_cookie,
+    sign_in,
+    sign_in_ok,
+    sign_out,
+)
 
 import flask_guardian
 from flask_guardian import signals
 from flask_guardian.state import get_state
+
+# The full database matrix: session rows written on sign-in and sign-out.
+pytestmark = pytest.mark.databases
 
 _TABLES = ("guardian_sessions", "guardian_revocations", "guardian_login_attempts")
 

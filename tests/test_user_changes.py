@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 import time_machine
-from conftest import AppFactory, db_of, guardian_of
 from flask import Flask, g
-from helpers import ADMIN, USER, session_cookie, sign_in, sign_in_ok
+from helpers import ADMIN, USER, AppFactory, db_of, guardian_of, session_cookie, sign_in, sign_in_ok
 from sqlalchemy import delete, select, update
 
 import flask_guardian
 from flask_guardian.state import get_state
+
+# The full database matrix: user rows changed and deleted, their sessions ended.
+pytestmark = pytest.mark.databases
 
 JSON = {"Accept": "application/json"}
 

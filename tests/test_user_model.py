@@ -6,14 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import BASE_CONFIG, strategy_config
 from flask import Flask, g
 from flask_sqlalchemy import SQLAlchemy
-from helpers import sign_in
+from helpers import BASE_CONFIG, sign_in, strategy_config
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_guardian import Guardian, UserMixin, login_required
+
+# The full database matrix: an application's own users table (collations differ).
+pytestmark = pytest.mark.databases
 
 
 def make_custom_app(database_url: str, strategy: str) -> tuple[Flask, Any, Any]:

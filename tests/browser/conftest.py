@@ -11,13 +11,13 @@ import importlib.util
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import delete_redis_keys, strategy_config
 from flask import Flask
+from helpers import LiveServer, strategy_config
+from servers import delete_redis_keys
 from werkzeug.serving import make_server
 
 CHROMIUM = os.environ.get("GUARDIAN_CHROMIUM", "/usr/bin/chromium")
@@ -34,7 +34,7 @@ TEST_CONFIG: dict[str, Any] = {
 }
 
 
-def load_example() -> Any:
+def _load_example() -> Any:
     """Import examples/app.py (not a package) as a module."""
     spec = importlib.util.spec_from_file_location("guardian_example_app", EXAMPLE)
     assert spec is not None and spec.loader is not None
@@ -49,18 +49,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@dataclass
-class LiveServer:
-    """The example app, served at ``url``."""
-
-    app: Flask
-    url: str
-
-    def __call__(self, path: str = "/") -> str:
-        return self.url + path
-
-
-def serve(app: Flask) -> tuple[Any, threading.Thread]:
+def _serve(app: Flask) -> tuple[Any, threading.Thread]:
     """Start ``app`` on 127.0.0.1 with a free port, threaded, in a daemon thread."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
@@ -71,11 +60,11 @@ def serve(app: Flask) -> tuple[Any, threading.Thread]:
 @pytest.fixture
 def live_server(strategy: str, tmp_path: Path) -> Iterator[LiveServer]:
     """The example app with ``strategy`` on a fresh SQLite file, demo users seeded."""
-    example = load_example()
+    example = _load_example()
     store = strategy_config(strategy)
     app = example.create_app(strategy, f"sqlite:///{tmp_path / 'example.db'}",
                              **TEST_CONFIG, **store)
-    server, thread = serve(app)
+    server, thread = _serve(app)
     yield LiveServer(app, f"http://127.0.0.1:{server.server_port}")
     server.shutdown()
     thread.join(timeout=10)

@@ -9,10 +9,9 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
+from helpers import LiveServer
 
 from flask_guardian.state import get_state
-
-from .conftest import LiveServer
 
 pytestmark = pytest.mark.browser
 

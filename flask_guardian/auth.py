@@ -21,7 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
 from .clients import throttle_key
-from .credentials import Attempts, hash_kind
+from .credentials import hash_kind
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .per_request import outgoing
 from .redirects import safe_redirect
@@ -29,6 +29,7 @@ from .session import Session
 from .state import AppState, get_state
 from .storage import bounded, is_storage_error, is_timeout, rollback_quietly, unavailable
 from .strategies.base import RequestInfo, is_session_id
+from .throttle import Attempts
 
 
 @dataclass(frozen=True, slots=True)

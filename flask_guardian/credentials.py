@@ -1,8 +1,5 @@
-"""Passwords and brute-force counters.
-
-Passwords are hashed with libpass's ``CryptContext``: argon2id first, bcrypt accepted and
-re-hashed on the next successful sign-in. Failed sign-ins are counted per normalised email
-and per client IP in ``guardian_login_attempts``, so every process shares the count.
+"""Passwords: hashed with libpass's ``CryptContext``, argon2id first, bcrypt accepted and
+re-hashed on the next successful sign-in. (Failed sign-ins are counted in ``throttle.py``.)
 """
 
 from __future__ import annotations
@@ -10,28 +7,17 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
-import threading
 import time
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 import argon2
 import bcrypt
 import passlib
 from passlib.context import CryptContext
-from sqlalchemy import and_, case, delete, literal, not_, or_, select, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, not_, or_, select
 
 from .config import Settings
 from .errors import ConfigurationError
-from .models import Models, utcnow
-from .storage import is_storage_error, rollback_quietly
-
-#: At most this many give-backs are kept owed in a process while the database is away.
-OWED_MAX = 10_000
 
 #: libpass releases start at 1.9; the original passlib stopped at 1.7.4.
 LIBPASS_MIN_VERSION = (1, 9)
@@ -215,141 +201,3 @@ def _make_dummy(kind: str) -> str:
         type={"argon2id": argon2.Type.ID, "argon2i": argon2.Type.I}.get(variant, argon2.Type.D),
     )
     return hasher.hash(secret)
-
-
-class Attempts(NamedTuple):
-    """The attempts counted for one key in its current window, and when it ends."""
-
-    failures: int
-    window_ends: datetime
-
-
-class LoginThrottle:
-    """Counts sign-in attempts per key in the database, in a fixed window of
-    ``GUARDIAN_LOCKOUT_DURATION`` seconds.
-
-    An attempt is counted *before* its password is checked and the count committed at
-    once, so attempts fired in parallel cannot all pass the check before any of them is
-    counted; a successful sign-in then takes its attempt back.
-    """
-
-    def __init__(self, settings: Settings, models: Models) -> None:
-        self.window = timedelta(seconds=settings.lockout_duration)
-        self.table = models.login_attempt.__table__
-        #: Attempts to give back that an outage kept from being given back (bounded).
-        self._owed: list[str] = []
-        self._owed_lock = threading.Lock()
-
-    def give_back(self, db: Any, keys: list[str], *, now: bool = True) -> None:
-        """Take back one attempt for each of ``keys``: a sign-in that ended in a storage
-        error is not a failure of the user's, and must not lock them out. When the
-        database cannot take it back now, it is owed and settled by :meth:`settle` on a
-        later sign-in, so a fault never inflates a count for long. ``now=False`` owes them
-        without trying (the database just timed out)."""
-        with self._owed_lock:
-            if not now:
-                self._owed = (self._owed + keys)[-OWED_MAX:]
-                return
-            owed, self._owed = self._owed + keys, []
-        try:
-            for key in owed:
-                self.release(db.session, key)
-            db.session.commit()
-        except Exception as exc:
-            if not is_storage_error(exc):
-                raise
-            rollback_quietly(db)
-            with self._owed_lock:
-                self._owed = (owed + self._owed)[-OWED_MAX:]
-
-    def settle(self, db: Any) -> None:
-        """Give back what earlier outages left owed (nothing to do, and no query, in the
-        ordinary case)."""
-        if self._owed:
-            self.give_back(db, [])
-
-    def hit(self, db_session: Any, key: str) -> Attempts:
-        """Count one attempt for ``key`` and return the attempts in the current window,
-        this one included, and when that window ends. The increment is done in SQL (and
-        the row stays locked until the caller commits), so concurrent processes neither
-        lose nor share counts."""
-        now = utcnow()
-        upsert = self._upsert(db_session, key, now)
-        if upsert is not None:
-            db_session.execute(upsert)
-            return self._count(db_session, key)
-        table = self.table
-        for _ in range(3):
-            restarted = db_session.execute(
-                update(table)
-                .where(table.c.key == key, table.c.window_started_at <= now - self.window)
-                .values(failures=1, window_started_at=now)
-            ).rowcount
-            counted = restarted or db_session.execute(
-                update(table).where(table.c.key == key).values(failures=table.c.failures + 1)
-            ).rowcount
-            if counted:
-                return self._count(db_session, key)
-            try:
-                with db_session.begin_nested():
-                    db_session.execute(
-                        table.insert().values(key=key, failures=1, window_started_at=now)
-                    )
-                return Attempts(1, now + self.window)
-            except IntegrityError:
-                continue  # another process inserted it first: count on its row
-        raise RuntimeError(f"could not count a sign-in attempt for {key!r}")
-
-    def _count(self, db_session: Any, key: str) -> Attempts:
-        table = self.table
-        failures, started = db_session.execute(
-            select(table.c.failures, table.c.window_started_at).where(table.c.key == key)
-        ).one()
-        return Attempts(int(failures), started + self.window)
-
-    def _upsert(self, db_session: Any, key: str, now: datetime) -> Any:
-        """One atomic INSERT ... ON CONFLICT / ON DUPLICATE KEY UPDATE that counts an
-        attempt (restarting an ended window), or None for a dialect without one. Separate
-        UPDATE, then INSERT on a miss, deadlock on MariaDB when several first attempts for
-        one key race: each failed INSERT keeps a shared lock on the new row and then waits
-        for the others' to UPDATE it (error 1213, a 500)."""
-        table = self.table
-        expired = table.c.window_started_at <= now - self.window
-        failures = case((expired, 1), else_=table.c.failures + 1)
-        started = case(
-            (expired, literal(now, table.c.window_started_at.type)),
-            else_=table.c.window_started_at,
-        )
-        values = {"key": key, "failures": 1, "window_started_at": now}
-        dialect = db_session.get_bind().dialect.name
-        if dialect in ("mysql", "mariadb"):
-            # MySQL applies the assignments in order, each seeing the ones before it:
-            # failures first, while window_started_at still holds the old value.
-            return mysql_insert(table).values(values).on_duplicate_key_update(
-                [("failures", failures), ("window_started_at", started)]
-            )
-        if dialect == "postgresql":
-            insert: Any = postgresql_insert
-        elif dialect == "sqlite":
-            insert = sqlite_insert
-        else:
-            return None
-        return insert(table).values(values).on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={"failures": failures, "window_started_at": started},
-        )
-
-    def reset(self, db_session: Any, key: str) -> None:
-        """Forget the attempts of ``key`` (a successful sign-in for an email)."""
-        db_session.execute(delete(self.table).where(self.table.c.key == key))
-
-    def release(self, db_session: Any, key: str) -> None:
-        """Take back one attempt of ``key`` (a successful sign-in from an address, which
-        must not reset what other accounts tried from there)."""
-        table = self.table
-        db_session.execute(
-            update(table)
-            .where(table.c.key == key, table.c.failures > 0)
-            .values(failures=table.c.failures - 1)
-        )
-        db_session.execute(delete(table).where(table.c.key == key, table.c.failures <= 0))

@@ -11,15 +11,17 @@ from flask import Flask, g
 
 from . import auth, users
 from .config import load_settings
-from .credentials import LoginThrottle, PasswordHasher
+from .credentials import PasswordHasher
 from .csrf import CSRFProtect
 from .errors import AuthError, ConfigurationError
 from .models import Models, build_models
 from .redirects import current_path
+from .redis_client import connect
 from .request_cycle import make_after_request, make_before_request
 from .state import AppState, get_state
 from .storage import bound_engine
 from .strategies.base import SessionInfo
+from .throttle import make_throttle
 from .user_changes import listen_for_user_changes
 
 
@@ -71,14 +73,16 @@ class Guardian:
                 "flask-guardian is already initialised on this app: call init_app once"
             )
         settings = load_settings(app.config)
+        redis = connect(settings)
         state = AppState(
             guardian=self,
             settings=settings,
             db=self.db,
             models=self.models,
             hasher=PasswordHasher(settings),
-            throttle=LoginThrottle(settings, self.models),
+            throttle=make_throttle(settings, self.models, redis),
             csrf=CSRFProtect(settings),
+            redis=redis,
         )
         state.strategy = settings.strategy_class(state)
         self._states[app] = state

@@ -16,10 +16,12 @@ from flask import Flask, current_app
 
 if TYPE_CHECKING:
     from .config import Settings
-    from .credentials import LoginThrottle, PasswordHasher
+    from .credentials import PasswordHasher
     from .csrf import CSRFProtect
     from .models import Models
+    from .redis_client import RedisConnection
     from .strategies.base import SessionStrategy
+    from .throttle import LoginThrottle
 
 
 @dataclass(slots=True)
@@ -36,6 +38,8 @@ class AppState:
     throttle: LoginThrottle
     csrf: CSRFProtect
     strategy: SessionStrategy = None  # type: ignore[assignment]
+    #: The app's Redis client (``GUARDIAN_REDIS_URL``), or None.
+    redis: RedisConnection | None = None
 
 
 def get_state(app: Flask | None = None) -> AppState:

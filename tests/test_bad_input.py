@@ -249,7 +249,9 @@ def test_nul_and_unprintable_emails_never_reach_a_query(app: Flask, email: str) 
     assert response.status_code == 401
     assert response.get_json() == {"ok": False, "error": "invalid_credentials"}
     assert hasher.hash_computations == before + 1
-    assert seen  # the lockout counters were counted
+    # The lockout counters were counted: in SQL rows, or in Redis (GUARDIAN_REDIS_URL), which
+    # the listener does not see (their keys are digests there too).
+    assert seen or get_state(app).redis is not None
     for statement, values in seen:
         assert users not in statement, statement
         for value in values:

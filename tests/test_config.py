@@ -46,6 +46,7 @@ def settings_of(app: Flask) -> Any:
         ({"SESSION_STRATEGY": "redis", "GUARDIAN_REDIS_URL": "http://x"}, "GUARDIAN_REDIS_URL",
          "redis-py URL"),
         ({"GUARDIAN_REDIS_PREFIX": ""}, "GUARDIAN_REDIS_PREFIX", "non-empty"),
+        ({"GUARDIAN_REDIS_URL": "redis://h:port/0"}, "GUARDIAN_REDIS_URL", "cannot read"),
         ({"SESSION_STRATEGY": "no.such.module.Strategy"}, "SESSION_STRATEGY", "cannot import"),
         ({"SESSION_STRATEGY": 42}, "SESSION_STRATEGY", "SessionStrategy subclass"),
         ({"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_SECRET": "short"}, "GUARDIAN_JWT_SECRET",

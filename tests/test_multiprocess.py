@@ -1,8 +1,9 @@
 """Every process: two real app processes (``tests/multiprocess_app.py``) on one PostgreSQL
 database, as behind a load balancer. A session made by one works on the other; a sign-out,
 a revocation, a role change made through one is seen by the other (database strategy: on
-the next request; jwt: within ``GUARDIAN_JWT_REVOCATION_INTERVAL``); the lockout count is
-shared. HTTP over loopback only; every process is terminated at teardown."""
+the next request; jwt: within ``GUARDIAN_JWT_REVOCATION_INTERVAL``, or at once through
+Redis with ``GUARDIAN_REDIS_URL``); the lockout count is shared. HTTP over loopback only;
+every process is terminated at teardown."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from helpers import ADMIN, BASE_CONFIG, JSON, USER, Browser, build_app, store_config
-from servers import DATABASES, require_server, reset_database
+from servers import DATABASES, redis_prefix, require_redis, require_server, reset_database
 
 # The full database matrix: several processes on one server database.
 pytestmark = [pytest.mark.multiprocess, pytest.mark.databases]
@@ -330,3 +331,32 @@ def test_lockout_counts_are_shared_by_every_process(cluster: Callable[..., Clust
         assert (reply.status, reply.json()) == (429, {"ok": False, "error": "too_many_attempts"})
     # Another account is not affected.
     assert Browser(IPHONE).sign_in(two, ADMIN).status == 303
+
+
+@pytest.mark.parametrize("strategy", ["jwt"])
+def test_jwt_sign_out_reaches_the_other_process_through_redis_before_any_poll(
+    cluster: Callable[..., Cluster],
+) -> None:
+    """With GUARDIAN_REDIS_URL, and an interval no test waits for (300 s): the other
+    process refuses a signed-out token as soon as Redis delivers the message."""
+    import redis
+
+    url, prefix = require_redis(), redis_prefix()
+    running = cluster(GUARDIAN_REDIS_URL=url, GUARDIAN_REDIS_PREFIX=prefix,
+                      GUARDIAN_JWT_REVOCATION_INTERVAL=300)
+    one, two = running.ports
+    browser = Browser(FIREFOX)
+    assert browser.sign_in(one, USER).status == 303
+    assert browser.me(two).status == 200  # process two's first token: it starts listening
+    server = redis.Redis.from_url(url)
+    try:
+        channel = prefix + "jwt:revoked"
+        seen_by_other_process(running, lambda: server.pubsub_numsub(channel)[0][1] >= 1,
+                              "process two listening")
+    finally:
+        server.close()
+    stolen = browser.replayer()
+    response = browser.request(one, "POST", "/auth/signout",
+                               form={"csrf_token": browser.csrf(one)})
+    assert response.status == 303
+    seen_by_other_process(running, lambda: stolen.me(two).status == 401, "sign-out")

@@ -7,10 +7,11 @@ are checked once per token and the result kept in a bounded cache keyed by the e
 user whose role, password or status changed) is written to ``guardian_revocations``; the
 revoking process applies it at once, every other process reads the feed when
 ``GUARDIAN_JWT_REVOCATION_INTERVAL`` seconds have passed, so a revoked token dies
-everywhere within that delay.
+everywhere within that delay; with ``GUARDIAN_REDIS_URL`` set, Redis brings it to the
+other processes at once and the feed stays the bound (``revocation_feed.py``).
 
 The bound holds during an outage too (fail closed): a process that has not read the feed
-successfully for the interval plus :data:`FEED_GRACE` accepts no token as signed in and
+successfully for the interval plus ``FEED_GRACE`` accepts no token as signed in and
 answers 503 until it reads it again, unless ``GUARDIAN_JWT_FAIL_OPEN`` trades the bound
 for availability.
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -33,27 +33,18 @@ from sqlalchemy import bindparam, select, update
 from ..clients import client_agent, ip_network
 from ..config_values import read_bool, read_int, read_seconds
 from ..jwt_keys import read_jwt_keys
-from ..lookup import RowReader, as_utc
 from ..models import utcnow
 from ..session import Session, SessionUser
-from ..storage import bounded, is_storage_error, unavailable
+from ..storage import bounded, unavailable
 from .base import Loaded, RequestInfo, new_session_id
-from .registry import RegistryStrategy, bound_to_user
+from .registry import bound_to_user
+from .revocation_feed import RevocationFeedStrategy
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 #: Claims every token must carry; PyJWT refuses a token missing any of them.
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud", "sid", "auth_time"]
-#: A revocation row is read again for this long after it was written, so a transaction
-#: that commits a little after its rows were stamped is not missed by a poll.
-POLL_OVERLAP = timedelta(seconds=60)
-#: Seconds a process may go past the revocation interval without a successful read of the
-#: feed before it refuses tokens: room for one read in flight, no more.
-FEED_GRACE = 1.0
-#: After a failed read of the feed, the next try waits this long (one request per second
-#: per process tries the database; the others get a 503 at once).
-FEED_RETRY = 1.0
 
 
 def agent_digest(agent: str | None) -> str:
@@ -89,7 +80,7 @@ class JWTOptions(NamedTuple):
     fail_open: bool
 
 
-class JWTStrategy(RegistryStrategy):
+class JWTStrategy(RevocationFeedStrategy):
     """Stateless verification with a registry row per session and a revocation feed."""
 
     name = "jwt"
@@ -124,17 +115,6 @@ class JWTStrategy(RegistryStrategy):
         self._algorithms = [st.jwt_algorithm]
         self._decode_options: Any = {"require": REQUIRED_CLAIMS}
         self._cache: dict[str, _Verified] = {}
-        self._revoked: dict[str, float] = {}  # session id -> when its tokens are dead anyway
-        self._versions: dict[int, int] = {}  # user id -> lowest session_version still good
-        self._lock = threading.Lock()
-        self._next_poll = 0.0
-        self._poll_since: datetime | None = None
-        #: Until when the last successful read of the feed vouches for cached tokens.
-        self._fresh_until = 0.0
-        self._retry_at = 0.0
-        # Set once the process's first read of the feed has ended (either way): requests
-        # that arrive meanwhile wait for it (bounded) rather than get a start-up 503.
-        self._first_read = threading.Event()
         s, u = self.sessions, self.users
         self._registry_lookup = (
             select(
@@ -149,17 +129,6 @@ class JWTStrategy(RegistryStrategy):
             .where(s.c.id == bindparam("sid"))
             .values(last_seen_at=bindparam("now"), expires_at=bindparam("expires"))
         )
-        revocations = self.models.revocation.__table__
-        self._revocations = revocations
-        self._feed = select(
-            revocations.c.session_id, revocations.c.user_id, revocations.c.user_version,
-            revocations.c.expires_at,
-        ).where(revocations.c.created_at >= bindparam("since"))
-        # Read on a connection of its own, bounded like the database strategy's lookup, and
-        # leaving no transaction open on the app's session (whose teardown would roll it
-        # back on a connection that may have died since).
-        self.reader = RowReader(self.db, self._feed, timeout=st.db_statement_timeout,
-                                connect_timeout=st.db_connect_timeout)
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -361,87 +330,3 @@ class JWTStrategy(RegistryStrategy):
             request.environ.get("HTTP_USER_AGENT"),
         ))
         return Loaded(refreshed, token)
-
-    # -- revocation ------------------------------------------------------------------
-
-    def _feed_expiry(self) -> datetime:
-        # No token outlives its session's absolute deadline; after that the row is moot.
-        return utcnow() + timedelta(seconds=self.settings.max_age + self.settings.jwt_leeway)
-
-    def on_revoked(self, session_ids: list[str], user_id: int | None) -> None:
-        dead_after = time.time() + self.settings.max_age + self.settings.jwt_leeway
-        for sid in session_ids:
-            self._revoked[sid] = dead_after
-        now, expires = utcnow(), self._feed_expiry()
-        self.db.session.execute(
-            self._revocations.insert(),
-            [
-                {"session_id": sid, "user_id": user_id, "created_at": now, "expires_at": expires}
-                for sid in session_ids
-            ],
-        )
-
-    def on_user_changed(
-        self, db_session: Any, user_id: int, version: int, *, end: str | None,
-        keep: str | None = None,
-    ) -> list[str]:
-        ended = super().on_user_changed(db_session, user_id, version, end=end, keep=keep)
-        if self._versions.get(user_id, -1) < version:
-            self._versions[user_id] = version
-        db_session.execute(
-            self._revocations.insert().values(
-                user_id=user_id, user_version=version, created_at=utcnow(),
-                expires_at=self._feed_expiry(),
-            )
-        )
-        return ended
-
-    def _poll(self, now: float) -> None:
-        """Read revocations written since the last successful read (by any process). A
-        failure is logged (rate-limited) and retried after :data:`FEED_RETRY` seconds;
-        meanwhile :meth:`load` refuses tokens once the last good read is too old."""
-        interval = self.options.revocation_interval
-        with self._lock:
-            busy = now < self._next_poll or now < self._retry_at
-        if busy:  # another thread reads it, or tried just now
-            if not self._first_read.is_set():
-                st = self.settings
-                self._first_read.wait((st.db_connect_timeout or 5) + (st.db_statement_timeout or 5))
-            return
-        with self._lock:
-            if now < self._next_poll or now < self._retry_at:
-                return
-            self._retry_at = now + FEED_RETRY
-            # Other threads keep using the cache while the last read still vouches for it.
-            self._next_poll = min(now + interval, self._fresh_until)
-            since = self._poll_since
-            started = datetime.fromtimestamp(now, UTC)
-            if since is None:  # first poll: anything still able to matter
-                since = started - timedelta(seconds=self.settings.max_age)
-        try:
-            rows = self.reader.all({"since": since})
-        except Exception as exc:
-            self._first_read.set()
-            if not is_storage_error(exc):
-                raise
-            unavailable(exc, "jwt revocation feed")  # logs, rate-limited
-            return
-        # Only a read that succeeded moves the window on: after a failed one (database
-        # briefly unreachable) the next read starts where the last good one left off.
-        self._poll_since = started - POLL_OVERLAP
-        for sid, user_id, user_version, expires_at in rows:
-            if sid is not None:
-                self._revoked[sid] = as_utc(expires_at).timestamp()
-            elif user_id is not None and user_version is not None and (
-                self._versions.get(user_id, -1) < user_version
-            ):
-                self._versions[user_id] = user_version
-        if len(self._revoked) > 1024:
-            # list() first: other request threads may add to the dict meanwhile.
-            self._revoked = {s: t for s, t in list(self._revoked.items()) if t > now}
-        # Applied before the cache may be trusted again.
-        with self._lock:
-            self._fresh_until = now + interval + FEED_GRACE
-            self._next_poll = now + interval
-            self._retry_at = 0.0
-        self._first_read.set()

@@ -14,8 +14,8 @@ Keys, all under ``GUARDIAN_REDIS_PREFIX`` (default ``"guardian:"``):
 - ``id:<session id>``: the digest of its token, so a session is found by its public id;
 - ``u:<user id>``: a hash of the user's session ids to their digests (the device list).
 
-redis-py keeps one connection pool per process and opens new connections in a forked
-child, so a pre-forking server is safe.
+The client is the app's one (``redis_client.py``): one connection pool per process, and
+redis-py opens new connections in a forked child, so a pre-forking server is safe.
 """
 
 from __future__ import annotations
@@ -100,31 +100,14 @@ class RedisStrategy(SessionStrategy):
     def __init__(self, state: Any) -> None:
         super().__init__(state)
         settings = self.settings
-        if not settings.redis_url:
+        if state.redis is None:
             raise ConfigurationError(
                 "GUARDIAN_REDIS_URL",
                 "the redis strategy needs a redis-py URL (redis://, rediss:// or unix://)",
             )
-        try:
-            import redis
-        except ImportError:  # pragma: no cover - the extra is not installed
-            raise ConfigurationError(
-                "SESSION_STRATEGY",
-                "the redis strategy needs redis-py: pip install 'flask-guardian-sessions[redis]'",
-            ) from None
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        self.redis: Any = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.redis_timeout,
-            socket_timeout=settings.redis_timeout,
-            health_check_interval=30,
-            # One immediate retry (a connection the server dropped, a restart), never
-            # redis-py's growing back-off: a failing Redis is a 503 within the timeout.
-            retry=Retry(NoBackoff(), 1),
-        )
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        # The app's one client (redis_client.py), shared with the lockout counters.
+        self.redis: Any = state.redis.client
+        self._errors: tuple[type[BaseException], ...] = state.redis.errors
         prefix = settings.redis_prefix
         self._session_prefix = prefix + "s:"
         self._id_prefix = prefix + "id:"

@@ -1,0 +1,142 @@
+"""A Redis pub/sub channel one process listens to: a daemon thread with a connection of
+its own, started on first use (and again in a forked child, which has no thread of its
+parent's), that hands each message to a callback.
+
+Pub/sub delivers a message only to the connections subscribed when it is published: a
+message sent while a listener was cut off is lost for it. A user of this channel therefore
+keeps another way to learn what it missed (the jwt strategy keeps its SQL feed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .storage import unavailable
+
+if TYPE_CHECKING:
+    from .redis_client import RedisConnection
+
+logger = logging.getLogger("flask_guardian")
+
+#: Seconds the listener waits for a message before it checks whether it is still wanted.
+LISTEN_TICK = 1.0
+#: Seconds between two attempts to subscribe again after the connection dropped.
+RESUBSCRIBE_AFTER = 1.0
+
+
+class RedisChannel:
+    """Publish to, and listen to, the channel ``name`` of ``redis``'s server."""
+
+    def __init__(self, redis: RedisConnection, name: str,
+                 on_message: Callable[[bytes], None]) -> None:
+        self._client = redis.client
+        self.errors = redis.errors
+        self.name = name
+        self._on_message = on_message
+        self._pid = 0
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+        #: Set while this process's listener is subscribed; cleared when its connection
+        #: drops, until it has subscribed again.
+        self.live = threading.Event()
+        self._counted = threading.Condition()
+        #: Messages this process's listener has handed to the callback.
+        self.heard = 0
+        #: Times this process's listener has subscribed (1 + the times it came back).
+        self.subscribed = 0
+
+    def publish(self, payload: str) -> None:
+        """Send ``payload`` to every process listening now. Raises redis-py's error
+        (or an ``OSError``) when Redis cannot take it."""
+        self._client.publish(self.name, payload)
+
+    def listen(self) -> None:
+        """Make sure this process has its listener (cheap after the first call; a forked
+        child starts its own)."""
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._start_lock:
+            if self._pid == pid:
+                return
+            self._pid = pid
+            self._stop = threading.Event()
+            self.live = threading.Event()
+            thread = threading.Thread(
+                target=_listen, args=(weakref.ref(self), self._stop),
+                name=f"flask-guardian {self.name}", daemon=True,
+            )
+            thread.start()
+
+    def close(self) -> None:
+        """Stop this process's listener (within :data:`LISTEN_TICK` seconds)."""
+        self._stop.set()
+        self._pid = 0
+
+    def wait_heard(self, count: int, timeout: float) -> bool:
+        """Wait until the listener has handed over ``count`` messages in all; False when
+        ``timeout`` seconds passed first (for tests and health checks)."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self.heard >= count, timeout)
+
+    def wait_subscribed(self, count: int, timeout: float) -> bool:
+        """Wait until the listener has subscribed ``count`` times in all (the first time,
+        then once each time it came back after a drop); False after ``timeout`` seconds."""
+        with self._counted:
+            return self._counted.wait_for(lambda: self.subscribed >= count, timeout)
+
+    def _subscribed(self) -> None:
+        self.live.set()
+        with self._counted:
+            self.subscribed += 1
+            self._counted.notify_all()
+
+    def _deliver(self, data: bytes) -> None:
+        try:
+            self._on_message(data)
+        except Exception:  # a bad message must not end the listener
+            logger.exception("flask-guardian: message on %s not applied", self.name)
+        finally:
+            with self._counted:
+                self.heard += 1
+                self._counted.notify_all()
+
+
+def _listen(ref: weakref.ref[RedisChannel], stop: threading.Event) -> None:
+    """The listener thread. It holds its channel weakly, so an app that goes away takes
+    its listener with it."""
+    pubsub: Any = None
+    while not stop.is_set():
+        channel = ref()
+        if channel is None:
+            break
+        try:
+            if pubsub is None:
+                pubsub = channel._client.pubsub()
+                pubsub.subscribe(channel.name)
+            message = pubsub.get_message(timeout=LISTEN_TICK)
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                channel._subscribed()
+            elif message["type"] == "message":
+                channel._deliver(message["data"])
+        except channel.errors as exc:
+            channel.live.clear()
+            unavailable(exc, f"redis channel {channel.name}")  # logged, rate-limited
+            with contextlib.suppress(Exception):
+                pubsub.close()
+            pubsub = None
+            del channel
+            stop.wait(RESUBSCRIBE_AFTER)
+        finally:
+            channel = None
+    if pubsub is not None:
+        with contextlib.suppress(Exception):
+            pubsub.close()

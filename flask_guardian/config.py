@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
+from .identifiers import read_login_fields
 from .jwt_keys import (
     ASYMMETRIC_ALGORITHMS,
     SYMMETRIC_ALGORITHMS,
@@ -21,6 +22,7 @@ from .jwt_keys import (
     check_keys_match,
     read_jwt_keys,
 )
+from .signin_view import read_signin_view
 
 if TYPE_CHECKING:
     from .strategies.base import SessionStrategy
@@ -96,6 +98,10 @@ DEFAULTS: dict[str, Any] = {
     # server (statement timeout) and on the client (read timeout): one indexed query needs
     # milliseconds, so a stalled database yields a 503 in bounded time, not a hung worker.
     "GUARDIAN_DB_STATEMENT_TIMEOUT": 2,
+    # The user columns a sign-in identifier is matched against, in order (identifiers.py).
+    "GUARDIAN_LOGIN_FIELDS": ["email"],
+    # Where login_required sends browsers (signin_view.py): None is the blueprint's page.
+    "GUARDIAN_SIGNIN_VIEW": None,
 }
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,8 @@ class Settings:
     jwt_fail_open: bool = False
     db_connect_timeout: float | None = 3.0
     db_statement_timeout: float | None = 2.0
+    login_fields: tuple[str, ...] = ("email",)
+    signin_view: str | None = None
 
 
 def _get(config: Mapping[str, Any], key: str) -> Any:
@@ -421,6 +429,8 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_fail_open=_bool(config, "GUARDIAN_JWT_FAIL_OPEN"),
         db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
         db_statement_timeout=bounds["GUARDIAN_DB_STATEMENT_TIMEOUT"],
+        login_fields=read_login_fields(_get(config, "GUARDIAN_LOGIN_FIELDS")),
+        signin_view=read_signin_view(_get(config, "GUARDIAN_SIGNIN_VIEW"), _routes(config)),
     )
 
 

@@ -10,10 +10,13 @@ from typing import Any
 from flask import Flask, g
 
 from . import auth, users
+from .auth import SignInResult
 from .config import load_settings
 from .credentials import LoginThrottle, PasswordHasher
 from .csrf import CSRFProtect
-from .errors import AuthError, ConfigurationError
+from .errors import AuthError, ConfigurationError, TooManyAttempts
+from .external import sign_in_user
+from .identifiers import check_login_fields
 from .models import Models, build_models
 from .redirects import current_path
 from .request_cycle import make_after_request, make_before_request
@@ -21,6 +24,7 @@ from .state import AppState, get_state
 from .storage import bound_engine
 from .strategies.base import SessionInfo
 from .user_changes import listen_for_user_changes
+from .user_proxy import current_user
 
 
 class Guardian:
@@ -71,6 +75,7 @@ class Guardian:
                 "flask-guardian is already initialised on this app: call init_app once"
             )
         settings = load_settings(app.config)
+        check_login_fields(self.models.user, settings.login_fields)
         state = AppState(
             guardian=self,
             settings=settings,
@@ -101,6 +106,7 @@ class Guardian:
         app.jinja_env.globals["guardian_csrf_token"] = state.csrf.token
         app.jinja_env.globals["guardian_csrf_field"] = state.csrf.field
         app.jinja_env.globals["guardian_current_path"] = current_path
+        app.jinja_env.globals["current_user"] = current_user  # a proxy: free until used
 
         from .cli import guardian_cli
 
@@ -123,10 +129,22 @@ class Guardian:
         password, or an email that is taken (compared normalised)."""
         return users.create_user(get_state(), email, password, name=name, role=role)
 
-    def authenticate(self, email: str, password: str) -> Any | None:
-        """The active user with this email and password, or None. Starts no session and
-        costs one password hash whatever the outcome."""
-        return auth.authenticate(get_state(), email, password)[0]
+    def authenticate(self, identifier: str, password: str) -> Any | None:
+        """The active user with this identifier (see ``GUARDIAN_LOGIN_FIELDS``) and
+        password, or None; starts no session. The same lockout as the sign-in route (the
+        attempt counts per identifier and per address; one password hash whatever the
+        outcome): once locked out it raises :class:`~flask_guardian.TooManyAttempts`
+        (429, ``too_many_attempts``, with ``retry_after``), even for the right password."""
+        checked = auth.check_credentials(get_state(), identifier, password)
+        if checked.error == "too_many_attempts":
+            raise TooManyAttempts(retry_after=checked.retry_after or 1)
+        return checked.user
+
+    def sign_in_user(self, user: Any, *, redirect_url: object = None,
+                     remember: bool = False) -> SignInResult:
+        """Start a session for a user the application authenticated by other means:
+        :func:`flask_guardian.sign_in_user`."""
+        return sign_in_user(user, redirect_url=redirect_url, remember=remember)
 
     def set_password(self, user: Any, password: str) -> None:
         """Change the password: the user's other sessions end, the current one (if it is

@@ -57,9 +57,10 @@ def _signable(state: AppState, user: Any) -> Any:
         raise ValueError("sign_in_user(): add the user to db.session first")
     db_session = state.db.session
     if status.detached:  # loaded in another session: use this request's copy
-        fresh = db_session.get(user_model, user.id)
+        # By its identity key: a detached object's attributes may be expired (unreadable).
+        fresh = db_session.get(user_model, status.identity)
         if fresh is None:
-            raise LookupError(f"user {user.id} no longer exists")
+            raise LookupError(f"user {status.identity} no longer exists")
         return fresh
     if status.pending:
         db_session.flush()  # the id and uniquifier the session records

@@ -1,7 +1,7 @@
 """``current_user``: Flask-Login's name for the signed-in user's model instance, for apps
 moving from it. A lazy proxy: a request that never touches it pays nothing (not even a
 function call), and the first use loads the user with one primary-key query; later uses
-in the request find it in ``db.session``'s identity map. ``g.session.user`` stays the
+in the request reuse it. ``g.session.user`` stays the
 cheap, query-free snapshot."""
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class AnonymousUser:
 
 #: The one anonymous user (it holds nothing).
 ANONYMOUS = AnonymousUser()
+#: The ``db.session.info`` key of ``(Session, user)`` loaded in this app context.
+_LOADED = "flask_guardian.current_user"
 
 
 def load_current_user() -> Any:
@@ -47,9 +49,16 @@ def load_current_user() -> Any:
     if session is None:
         return ANONYMOUS
     state = get_state()
-    user = state.db.session.get(state.models.user, session.user.id)
+    db_session = state.db.session
+    # Kept with db.session, which lives as long as the app context: the identity map
+    # holds objects weakly, so without this a second use could query again.
+    loaded = db_session.info.get(_LOADED)
+    if loaded is not None and loaded[0] is session:
+        return loaded[1]
+    user = db_session.get(state.models.user, session.user.id)
     if user is None or not user.is_active:
-        return ANONYMOUS
+        user = ANONYMOUS
+    db_session.info[_LOADED] = (session, user)
     return user
 
 

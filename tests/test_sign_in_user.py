@@ -124,7 +124,7 @@ def test_the_redirect_is_checked(app: Flask, client: Any) -> None:
 def test_programming_mistakes_raise_and_start_nothing(app: Flask) -> None:
     user_model = guardian_of(app).user_model
     with app.test_request_context("/", method="POST"):
-        with pytest.raises(ValueError, match="add the user to db.session"):
+        with pytest.raises(ValueError, match=r"add the user to db\.session"):
             sign_in_user(user_model(email="loose@example.com"))
         with pytest.raises(TypeError):
             sign_in_user("user@example.com")

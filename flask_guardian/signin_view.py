@@ -27,7 +27,7 @@ def read_signin_view(value: object, rules: Any) -> str | None:
     ``init_app``."""
     if value is None:
         return None
-    if not isinstance(value, str) or not (
+    if not isinstance(value, str) or not value or not (
         _ENDPOINT.fullmatch(value) or safe_redirect(value, "") == value
     ):
         raise ConfigurationError(

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from conftest import AppFactory, db_of, guardian_of
 from flask import Flask, jsonify, request
-from helpers import ADMIN, USER, session_cookie, sign_in_ok
+from helpers import ADMIN, USER, cookie_name, session_cookie, set_cookie_headers, sign_in_ok
+from sqlalchemy.exc import OperationalError
 
 import flask_guardian
 from flask_guardian import sign_in_user, signals
@@ -142,3 +143,26 @@ def test_a_user_loaded_in_another_context_is_signed_in(app: Flask) -> None:
         assert result.ok and result.session is not None
         assert result.session.user.email == USER[0]
         assert flask_guardian.get_session() is result.session
+
+
+@pytest.mark.parametrize("where", ["issue", "commit"])
+def test_an_outage_is_a_503_and_sends_no_cookie_for_the_unstored_session(
+    app: Flask, client: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    sign_in_ok(client, USER)
+    carried = session_cookie(client, app)
+    state = flask_guardian.state.get_state(app)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("INSERT", {}, ConnectionError("database went away"))
+
+    if where == "issue":
+        monkeypatch.setattr(state.strategy, "issue", down)
+    else:  # the session is issued, then its commit fails
+        monkeypatch.setattr(state.db.session, "commit", down)
+    response = client.post("/external/" + ADMIN[0], headers={"Accept": "application/json"})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "storage_unavailable"
+    assert "Retry-After" in response.headers
+    assert set_cookie_headers(response, cookie_name(app)) == []
+    assert session_cookie(client, app) == carried  # no cookie for a session not stored

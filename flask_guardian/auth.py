@@ -218,8 +218,10 @@ def _check(state: AppState, identifier: object, password: object, normalized: st
     """The part of :func:`_check_credentials` after the attempt is counted."""
     settings = state.settings
     db_session = state.db.session
-    limits = (settings.max_login_attempts, settings.ip_max_login_attempts)
-    locked = [a.window_ends for a, limit in zip(counted, limits, strict=True)
+    attempts, from_ip = counted
+    email_key, ip_key = keys
+    locked = [a.window_ends for a, limit in ((attempts, settings.max_login_attempts),
+                                             (from_ip, settings.ip_max_login_attempts))
               if a.failures > limit]
     if locked:
         signals.sign_in_failed.send(_app(), email=normalized, reason="too_many_attempts", ip=ip)
@@ -231,8 +233,8 @@ def _check(state: AppState, identifier: object, password: object, normalized: st
         signals.sign_in_failed.send(_app(), email=normalized, reason=reason, ip=ip)
         return Checked(None, "invalid_credentials")
 
-    state.throttle.reset(db_session, keys[0])
-    state.throttle.release(db_session, keys[1])
+    state.throttle.reset(db_session, email_key)
+    state.throttle.release(db_session, ip_key)
     if not start:
         db_session.commit()
         return Checked(user, None)
@@ -245,7 +247,7 @@ def begin_session(state: AppState, user: Any, method: str, *, remember: bool = F
     and send the signals."""
     current: Session | None = g.get("session") if has_request_context() else None
     replaced: list[str] = []
-    if current is not None:
+    if current is not None:  # the session the request carried ends here (no fixation)
         replaced = state.strategy.revoke([current.id], current.user.id)
     session = start_session(state, user, remember=remember)
     state.db.session.commit()

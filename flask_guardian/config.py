@@ -429,8 +429,10 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_fail_open=_bool(config, "GUARDIAN_JWT_FAIL_OPEN"),
         db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
         db_statement_timeout=bounds["GUARDIAN_DB_STATEMENT_TIMEOUT"],
-        login_fields=read_login_fields(_get(config, "GUARDIAN_LOGIN_FIELDS")),
-        signin_view=read_signin_view(_get(config, "GUARDIAN_SIGNIN_VIEW"), _routes(config)),
+        login_fields=read_login_fields(
+            config.get("GUARDIAN_LOGIN_FIELDS", DEFAULTS["GUARDIAN_LOGIN_FIELDS"])),
+        signin_view=read_signin_view(config.get("GUARDIAN_SIGNIN_VIEW"),
+                                     config.get("GUARDIAN_PROTECTED_ROUTES") or {}),
     )
 
 

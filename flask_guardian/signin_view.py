@@ -6,6 +6,7 @@ path) gets the original path as ``next``, the parameter Flask-Login apps already
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -19,9 +20,9 @@ KEY = "GUARDIAN_SIGNIN_VIEW"
 _ENDPOINT = re.compile(r"[A-Za-z_][\w.-]*")
 
 
-def read_signin_view(value: object, rules: Any) -> str | None:
+def read_signin_view(value: object, protected: Mapping[str, Any]) -> str | None:
     """Check the setting at ``init_app``: None, an endpoint name (``"auth.login"``) or a
-    same-origin path (``"/login"``) that no ``GUARDIAN_PROTECTED_ROUTES`` rule covers (the
+    same-origin path (``"/login"``) that no ``protected`` route covers (the
     page would send the browser to itself for ever). An endpoint is looked up when the
     first browser is sent there: an application factory registers its views after
     ``init_app``."""
@@ -35,8 +36,8 @@ def read_signin_view(value: object, rules: Any) -> str | None:
             f"got {value!r}")
     if value.startswith("/"):
         path = urlsplit(value).path.rstrip("/") or "/"
-        for rule in rules:
-            prefix = rule.prefix
+        # ``protected`` is GUARDIAN_PROTECTED_ROUTES, already checked: its keys are paths.
+        for prefix in (str(p).rstrip("/") or "/" for p in protected):
             if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
                 raise ConfigurationError(
                     KEY, f"{value!r} is covered by the protected route {prefix!r}: the "

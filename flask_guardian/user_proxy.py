@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import g
 from werkzeug.local import LocalProxy
 
-from .auth import get_session
 from .state import get_state
 
 
@@ -45,7 +45,7 @@ def load_current_user() -> Any:
     """The signed-in user's model instance (in this request's ``db.session``), or
     :data:`ANONYMOUS`. A user deleted or deactivated since the session was loaded is
     anonymous."""
-    session = get_session()
+    session = g.get("session")  # the public g.session: only read when the proxy is used
     if session is None:
         return ANONYMOUS
     state = get_state()

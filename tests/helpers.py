@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import ADMIN, USER
+from conftest import (
+    ADMIN,
+    BASE_CONFIG,
+    READS_PER_REQUEST,
+    USER,
+    AppFactory,
+    QueryCounter,
+    db_of,
+    guardian_of,
+    strategy_config,
+)
 from flask import Flask
 from werkzeug.http import parse_set_header
 
@@ -68,4 +78,7 @@ def cookie_attributes(header: str) -> dict[str, str]:
     return attrs
 
 
-__all__ = ["ADMIN", "USER", "parse_set_header"]
+__all__ = [
+    "ADMIN", "BASE_CONFIG", "READS_PER_REQUEST", "USER", "AppFactory", "QueryCounter",
+    "db_of", "guardian_of", "parse_set_header", "strategy_config",
+]

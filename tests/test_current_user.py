@@ -7,9 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import READS_PER_REQUEST, AppFactory, QueryCounter, guardian_of
 from flask import Flask, render_template_string
-from helpers import ADMIN, USER, sign_in_ok
+from helpers import (
+    ADMIN,
+    READS_PER_REQUEST,
+    USER,
+    AppFactory,
+    QueryCounter,
+    guardian_of,
+    sign_in_ok,
+)
 
 from flask_guardian import AnonymousUser, current_user
 

@@ -8,9 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import AppFactory, db_of, guardian_of
 from flask import Flask, jsonify, request
-from helpers import ADMIN, USER, cookie_name, session_cookie, set_cookie_headers, sign_in_ok
+from helpers import (
+    ADMIN,
+    USER,
+    AppFactory,
+    cookie_name,
+    db_of,
+    guardian_of,
+    session_cookie,
+    set_cookie_headers,
+    sign_in_ok,
+)
 from sqlalchemy.exc import OperationalError
 
 import flask_guardian

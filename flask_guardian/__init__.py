@@ -21,18 +21,22 @@ from .errors import (
     GuardianError,
     NotFound,
     StorageUnavailable,
+    TooManyAttempts,
     Unauthorized,
 )
 from .extension import Guardian
+from .external import sign_in_user
 from .models import UserMixin
 from .per_request import get_session
 from .protection import login_required, roles_required
 from .session import Session, SessionUser
 from .strategies import SessionInfo, SessionStrategy
+from .user_proxy import AnonymousUser, current_user
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnonymousUser",
     "AuthError",
     "BadRequest",
     "CSRFError",
@@ -49,12 +53,15 @@ __all__ = [
     "SignInResult",
     "SignOutResult",
     "StorageUnavailable",
+    "TooManyAttempts",
     "Unauthorized",
     "UserMixin",
+    "current_user",
     "get_session",
     "login_required",
     "roles_required",
     "sign_in",
+    "sign_in_user",
     "sign_out",
     "signals",
 ]

@@ -1,6 +1,7 @@
-"""The public functions: :func:`sign_in`, :func:`sign_out`, password
-checks (:func:`authenticate`), and the session management behind the :class:`Guardian`
-methods. Creating and changing users is ``users.py``.
+"""The public functions: :func:`sign_in`, :func:`sign_out`, password checks
+(:func:`authenticate`, and :func:`check_credentials` under the lockout), and the session
+management behind the :class:`Guardian` methods. Creating and changing users is
+``users.py``; signing in a user the application authenticated itself is ``external.py``.
 
 Every state change commits the application's ``db.session``.
 """
@@ -8,12 +9,11 @@ Every state change commits the application's ``db.session``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from flask import current_app, g, has_request_context, request
 from sqlalchemy import delete, select, update
@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from . import signals
 from .clients import throttle_key
 from .credentials import hash_kind
+from .identifiers import find_user, lockout_key
 from .models import EMAIL_MAX_LENGTH, normalize_email, utcnow
 from .per_request import outgoing
 from .redirects import safe_redirect
@@ -65,8 +66,11 @@ def _app() -> Any:
 
 
 def authenticate(state: AppState, email: object, password: object) -> tuple[Any | None, str]:
-    """``(user, reason)``: the active user with this email and password, or None and why.
-    Unknown email, wrong password and inactive user each cost exactly one hash."""
+    """``(user, reason)``: the active user with this identifier (matched against
+    ``GUARDIAN_LOGIN_FIELDS``, see :func:`~flask_guardian.identifiers.find_user`) and
+    password, or None and why. Counts nothing: :func:`check_credentials` is the same check
+    under the lockout. Unknown identifier, wrong password and inactive user each cost
+    exactly one hash."""
     if not isinstance(email, str) or not isinstance(password, str):
         return None, "invalid_credentials"
     if state.hasher.too_long(password):
@@ -81,11 +85,9 @@ def authenticate(state: AppState, email: object, password: object) -> tuple[Any 
     hasher = state.hasher
     hasher.kinds_in_use(state.db.session, user_model.__table__.c.password_hash)
     if len(normalized) > EMAIL_MAX_LENGTH or not normalized.isprintable():
-        hasher.burn(password)  # cannot be a stored email: no query, same cost
+        hasher.burn(password)  # cannot be a stored identifier: no query, same cost
         return None, "unknown_email"
-    user = state.db.session.execute(
-        select(user_model).where(user_model.email == normalized)
-    ).scalar_one_or_none()
+    user = find_user(state.db.session, user_model, state.settings.login_fields, email)
     if user is None:
         hasher.burn(password)
         return None, "unknown_email"
@@ -130,28 +132,57 @@ def _client_ip() -> str:
 
 @_bounded
 def sign_in(
-    provider: str, *, email: object, password: object, redirect_url: object = None
+    provider: str, *, email: object = None, password: object = None,
+    redirect_url: object = None, login: object = None,
 ) -> SignInResult:
-    """Sign a user in with ``provider="credentials"``. On success a new session is issued
-    (any session the request carried ends first: no fixation) and the cookie is set on
-    this request's response. Failures give a generic code; the reason goes to the
-    ``sign_in_failed`` signal."""
+    """Sign a user in with ``provider="credentials"``: ``email`` (or ``login``, the same
+    thing under the name a username form uses) is matched against ``GUARDIAN_LOGIN_FIELDS``.
+    On success a new session is issued (any session the request carried ends first: no
+    fixation) and the cookie is set on this request's response. Failures give a generic
+    code; the reason goes to the ``sign_in_failed`` signal."""
     if provider != "credentials":
         raise ValueError(f"unknown sign-in provider {provider!r}; expected 'credentials'")
     state = _state()
-    settings = state.settings
-    target = safe_redirect(redirect_url, settings.default_redirect)
-    db_session = state.db.session
-    normalized = normalize_email(email) if isinstance(email, str) else ""
+    target = safe_redirect(redirect_url, state.settings.default_redirect)
+    identifier = login if login is not None else email
+    checked = _check_credentials(state, identifier, password, start=True)
+    return SignInResult(checked.error is None, checked.error, checked.session, target,
+                        checked.retry_after)
+
+
+class Checked(NamedTuple):
+    """What :func:`check_credentials` found: the user, or an error code (with
+    ``"too_many_attempts"``, seconds until the lock ends), and the session it started."""
+
+    user: Any | None
+    error: str | None
+    retry_after: int | None = None
+    session: Session | None = None
+
+
+@_bounded
+def check_credentials(state: AppState, identifier: object, password: object) -> Checked:
+    """The password check of the sign-in route, lockout included, without a session:
+    what ``Guardian.authenticate`` answers with."""
+    return _check_credentials(state, identifier, password, start=False)
+
+
+def _check_credentials(state: AppState, identifier: object, password: object, *,
+                       start: bool) -> Checked:
+    """Count the attempt per identifier and per address and commit the counts before
+    any password is checked (parallel guesses cannot pass the limit), refuse past either
+    limit whatever the password, check it (one hash, whatever the outcome) and, on
+    success, take the attempts back and, with ``start``, start the session."""
+    normalized = normalize_email(identifier) if isinstance(identifier, str) else ""
     ip = _client_ip()
     # Keyed by a digest: any string a client sends fits the column (no NUL reaches the
-    # database) and the table holds no email addresses.
-    email_key = "email:" + hashlib.sha256(normalized.encode("utf-8", "replace")).hexdigest()
+    # database) and the table holds no identifiers.
+    id_key = lockout_key(normalized)
     ip_key = throttle_key(ip)
-
+    db_session = state.db.session
     try:
         state.throttle.settle(state.db)  # attempts owed back since an earlier outage
-        attempts = state.throttle.hit(db_session, email_key)
+        attempts = state.throttle.hit(db_session, id_key)
         from_ip = state.throttle.hit(db_session, ip_key)
         db_session.commit()  # counted before any password is checked
     except Exception as exc:
@@ -161,59 +192,78 @@ def sign_in(
         raise unavailable(exc, "sign-in") from exc
     carried = g.get("session") if has_request_context() else None
     try:
-        return _check_and_start(state, email, password, normalized, ip, target, attempts,
-                                from_ip, email_key, ip_key)
+        return _check(state, identifier, password, normalized, ip, (attempts, from_ip),
+                      (id_key, ip_key), start)
     except Exception as exc:
         if not is_storage_error(exc):
             raise
         # The outage is not the user's failure: the attempt counted above is given back
         # (it was counted first, so parallel guesses still cannot pass the limit).
         rollback_quietly(state.db)
-        if has_request_context():  # the new session was not stored: send no cookie for it
-            g.session = carried
-            outgoing().forget_token()
+        if start:
+            forget_started(carried)
         # A stalled database would stall the give-back too: owe it at once instead.
-        state.throttle.give_back(state.db, [email_key, ip_key], now=not is_timeout(exc))
+        state.throttle.give_back(state.db, [id_key, ip_key], now=not is_timeout(exc))
         raise unavailable(exc, "sign-in") from exc
 
 
-def _check_and_start(state: AppState, email: object, password: object, normalized: str,
-                     ip: str, target: str, attempts: Attempts, from_ip: Attempts,
-                     email_key: str, ip_key: str) -> SignInResult:
-    """The part of :func:`sign_in` after the attempt is counted."""
+def _check(state: AppState, identifier: object, password: object, normalized: str, ip: str,
+           counted: tuple[Attempts, Attempts], keys: tuple[str, str], start: bool) -> Checked:
+    """The part of :func:`_check_credentials` after the attempt is counted."""
     settings = state.settings
     db_session = state.db.session
+    attempts, from_ip = counted
+    email_key, ip_key = keys
     locked = [a.window_ends for a, limit in ((attempts, settings.max_login_attempts),
                                              (from_ip, settings.ip_max_login_attempts))
               if a.failures > limit]
     if locked:
         signals.sign_in_failed.send(_app(), email=normalized, reason="too_many_attempts", ip=ip)
         wait = math.ceil((max(locked) - utcnow()).total_seconds())
-        return SignInResult(False, "too_many_attempts", None, target, max(wait, 1))
+        return Checked(None, "too_many_attempts", max(wait, 1))
 
-    user, reason = authenticate(state, email, password)
+    user, reason = authenticate(state, identifier, password)
     if user is None:
         signals.sign_in_failed.send(_app(), email=normalized, reason=reason, ip=ip)
-        return SignInResult(False, "invalid_credentials", None, target)
+        return Checked(None, "invalid_credentials")
 
     state.throttle.reset(db_session, email_key)
     state.throttle.release(db_session, ip_key)
-    current: Session | None = g.get("session")
+    if not start:
+        db_session.commit()
+        return Checked(user, None)
+    return Checked(user, None, None, begin_session(state, user, "password"))
+
+
+def begin_session(state: AppState, user: Any, method: str, *, remember: bool = False
+                  ) -> Session:
+    """End the session the request carried (no fixation), start one for ``user``, commit,
+    and send the signals."""
+    current: Session | None = g.get("session") if has_request_context() else None
     replaced: list[str] = []
     if current is not None:  # the session the request carried ends here (no fixation)
         replaced = state.strategy.revoke([current.id], current.user.id)
-    session = start_session(state, user)
-    db_session.commit()
+    session = start_session(state, user, remember=remember)
+    state.db.session.commit()
     if current is not None and replaced:
         signals.session_revoked.send(_app(), session_ids=replaced, user_id=current.user.id,
                                      reason="replaced")
-    signals.user_signed_in.send(_app(), user=user, session=session)
-    return SignInResult(True, None, session, target)
+    signals.user_signed_in.send(_app(), user=user, session=session, method=method)
+    return session
 
 
-def start_session(state: AppState, user: Any, auth_time: Any = None) -> Session:
+def forget_started(carried: Session | None) -> None:
+    """A session started in this request was not stored: send no cookie for it."""
+    if has_request_context():
+        g.session = carried
+        outgoing().forget_token()
+
+
+def start_session(state: AppState, user: Any, auth_time: Any = None, *,
+                  remember: bool = False) -> Session:
     """Issue a session for ``user`` and make it this request's (cookie, g.session, new
-    CSRF seed). Does not commit."""
+    CSRF seed). Does not commit. ``remember`` is the remember-me choice (SPEC §9), handed
+    on to the lifetimes."""
     info = RequestInfo.from_request(request if has_request_context() else None)
     session, token = state.strategy.issue(user, info, auth_time=auth_time)
     if has_request_context():

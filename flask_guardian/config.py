@@ -23,6 +23,7 @@ from .config_values import (
     read_timeout,
 )
 from .errors import ConfigurationError
+from .identifiers import read_login_fields
 from .jwt_keys import (
     ASYMMETRIC_ALGORITHMS,
     SYMMETRIC_ALGORITHMS,
@@ -30,6 +31,7 @@ from .jwt_keys import (
     check_keys_match,
     read_jwt_keys,
 )
+from .signin_view import read_signin_view
 
 if TYPE_CHECKING:
     from .strategies.base import SessionStrategy
@@ -98,6 +100,10 @@ DEFAULTS: dict[str, Any] = {
     # server (statement timeout) and on the client (read timeout): one indexed query needs
     # milliseconds, so a stalled database yields a 503 in bounded time, not a hung worker.
     "GUARDIAN_DB_STATEMENT_TIMEOUT": 2,
+    # The user columns a sign-in identifier is matched against, in order (identifiers.py).
+    "GUARDIAN_LOGIN_FIELDS": ["email"],
+    # Where login_required sends browsers (signin_view.py): None is the blueprint's page.
+    "GUARDIAN_SIGNIN_VIEW": None,
 }
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,8 @@ class Settings:
     strategy_options: Any = None
     db_connect_timeout: float | None = 3.0
     db_statement_timeout: float | None = 2.0
+    login_fields: tuple[str, ...] = ("email",)
+    signin_view: str | None = None
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -340,6 +348,10 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
                                     whole=False, minimum=0.01, maximum=300),
         db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
         db_statement_timeout=bounds["GUARDIAN_DB_STATEMENT_TIMEOUT"],
+        login_fields=read_login_fields(
+            config.get("GUARDIAN_LOGIN_FIELDS", DEFAULTS["GUARDIAN_LOGIN_FIELDS"])),
+        signin_view=read_signin_view(config.get("GUARDIAN_SIGNIN_VIEW"),
+                                     config.get("GUARDIAN_PROTECTED_ROUTES") or {}),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

@@ -85,3 +85,18 @@ class StorageUnavailable(AuthError):
     default_message = "The service is briefly unavailable. Try again in a few seconds."
     #: Seconds sent in ``Retry-After``.
     retry_after = 5
+
+
+class TooManyAttempts(AuthError):
+    """Too many failed sign-ins for this identifier or from this address: refused whatever
+    the password until the lockout window ends. Raised by ``guardian.authenticate``;
+    answered 429 with ``Retry-After`` when not caught."""
+
+    status_code = 429
+    code = "too_many_attempts"
+    default_message = "Too many failed attempts. Try again later."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        #: Seconds until the lock ends (sent as ``Retry-After``).
+        self.retry_after = retry_after

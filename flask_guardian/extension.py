@@ -10,10 +10,13 @@ from typing import Any
 from flask import Flask, g
 
 from . import auth, users
+from .auth import SignInResult
 from .config import load_settings
 from .credentials import PasswordHasher
 from .csrf import CSRFProtect
-from .errors import AuthError, ConfigurationError
+from .errors import AuthError, ConfigurationError, TooManyAttempts
+from .external import sign_in_user
+from .identifiers import check_login_fields
 from .models import Models, build_models
 from .redirects import current_path
 from .redis_client import connect
@@ -23,6 +26,7 @@ from .storage import bound_engine
 from .strategies.base import SessionInfo
 from .throttle import make_throttle
 from .user_changes import listen_for_user_changes
+from .user_proxy import current_user
 
 
 class Guardian:
@@ -74,6 +78,7 @@ class Guardian:
             )
         settings = load_settings(app.config)
         redis = connect(settings)
+        check_login_fields(self.models.user, settings.login_fields)
         state = AppState(
             guardian=self,
             settings=settings,
@@ -105,6 +110,7 @@ class Guardian:
         app.jinja_env.globals["guardian_csrf_token"] = state.csrf.token
         app.jinja_env.globals["guardian_csrf_field"] = state.csrf.field
         app.jinja_env.globals["guardian_current_path"] = current_path
+        app.jinja_env.globals["current_user"] = current_user  # a proxy: free until used
 
         from .cli import guardian_cli
 
@@ -127,10 +133,22 @@ class Guardian:
         password, or an email that is taken (compared normalised)."""
         return users.create_user(get_state(), email, password, name=name, role=role)
 
-    def authenticate(self, email: str, password: str) -> Any | None:
-        """The active user with this email and password, or None. Starts no session and
-        costs one password hash whatever the outcome."""
-        return auth.authenticate(get_state(), email, password)[0]
+    def authenticate(self, identifier: str, password: str) -> Any | None:
+        """The active user with this identifier (see ``GUARDIAN_LOGIN_FIELDS``) and
+        password, or None; starts no session. The same lockout as the sign-in route (the
+        attempt counts per identifier and per address; one password hash whatever the
+        outcome): once locked out it raises :class:`~flask_guardian.TooManyAttempts`
+        (429, ``too_many_attempts``, with ``retry_after``), even for the right password."""
+        checked = auth.check_credentials(get_state(), identifier, password)
+        if checked.error == "too_many_attempts":
+            raise TooManyAttempts(retry_after=checked.retry_after or 1)
+        return checked.user
+
+    def sign_in_user(self, user: Any, *, redirect_url: object = None,
+                     remember: bool = False) -> SignInResult:
+        """Start a session for a user the application authenticated by other means:
+        :func:`flask_guardian.sign_in_user`."""
+        return sign_in_user(user, redirect_url=redirect_url, remember=remember)
 
     def set_password(self, user: Any, password: str) -> None:
         """Change the password: the user's other sessions end, the current one (if it is

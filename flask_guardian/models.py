@@ -119,6 +119,22 @@ class UserMixin:
     def _normalize_email(self, key: str, value: str) -> str:
         return normalize_email(value)
 
+    # Flask-Login's names, so ``current_user`` reads the same signed in or not
+    # (``is_active`` is the column above).
+    @property
+    def is_authenticated(self) -> bool:
+        """True: a user object stands for a signed-up account (Flask-Login's name)."""
+        return True
+
+    @property
+    def is_anonymous(self) -> bool:
+        """False (Flask-Login's name; ``AnonymousUser`` says True)."""
+        return False
+
+    def get_id(self) -> str:
+        """The id as a string, as Flask-Login's ``UserMixin.get_id``."""
+        return str(self.id)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} {self.email!r} role={self.role!r}>"
 

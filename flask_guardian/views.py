@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import math
 from typing import Any
-from urllib.parse import urlencode
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 
 from .auth import revoke, revoke_user, sign_in, sign_out
-from .errors import AuthError, BadRequest, NotFound, StorageUnavailable, Unauthorized
+from .errors import (
+    AuthError,
+    BadRequest,
+    NotFound,
+    StorageUnavailable,
+    TooManyAttempts,
+    Unauthorized,
+)
 from .protection import login_required
 from .redirects import current_path, safe_redirect
+from .signin_view import signin_url
 from .state import get_state
 from .storage import translate
 
@@ -64,18 +71,16 @@ def _check_csrf(data: dict[str, Any] | None = None, *, always: bool = False) -> 
 
 def render_error(error: AuthError) -> Any:
     """Turn a flask-guardian error into a redirect, an HTML page or a JSON body."""
-    # An outage is temporary: say when to come back (RFC 9110 §10.2.3).
+    # An outage or a lockout is temporary: say when to come back (RFC 9110 §10.2.3).
     headers = {"Retry-After": str(error.retry_after)} if isinstance(
-        error, StorageUnavailable) else {}
+        error, StorageUnavailable | TooManyAttempts) else {}
     if wants_json():
         body = {"ok": False, "error": error.code, "message": error.message}
         return jsonify(body), error.status_code, headers
     if isinstance(error, Unauthorized):
-        state = get_state()
-        target = safe_redirect(current_path(), state.settings.default_redirect)
-        return redirect(
-            url_for("guardian.signin_page") + "?" + urlencode({"redirectUrl": target}), 303
-        )
+        settings = get_state().settings
+        target = safe_redirect(current_path(), settings.default_redirect)
+        return redirect(signin_url(settings.signin_view, target), 303)
     return render_template("guardian/error.html", error=error), error.status_code, headers
 
 
@@ -94,20 +99,37 @@ def _guardian_headers(response: Response) -> Response:
 def signin_page() -> Any:
     state = get_state()
     try:
-        asked = request.args.get("redirectUrl")
+        asked = request.args.get("redirectUrl") or request.args.get("next")
     except UnicodeDecodeError:  # Werkzeug decodes the query strictly: not ours to guess
         asked = None
     target = safe_redirect(asked, state.settings.default_redirect)
-    return render_template("guardian/signin.html", redirect_url=target, error=None, email="")
+    return render_template("guardian/signin.html", redirect_url=target, error=None, email="",
+                           login_label=_login_label())
+
+
+def _login_label() -> str:
+    """The sign-in form's label for the identifier: "Email", or the login fields."""
+    fields = get_state().settings.login_fields
+    if fields == ("email",):
+        return "Email"
+    return " or ".join(f.replace("_", " ") for f in fields).capitalize()
+
+
+def _redirect_field(data: dict[str, Any]) -> str | None:
+    """``redirectUrl``, or ``next`` (the name Flask apps send); checked by the caller."""
+    value = _field(data, "redirectUrl", required=False)
+    return value if value is not None else _field(data, "next", required=False)
 
 
 @blueprint.post("/signin")
 def signin() -> Any:
     data = _payload()
     _check_csrf(data, always=True)
-    email = _field(data, "email")
+    # "login" for a username form, "email" otherwise: both are matched against
+    # GUARDIAN_LOGIN_FIELDS.
+    email = _field(data, "login" if data.get("login") is not None else "email")
     password = _field(data, "password")
-    redirect_url = _field(data, "redirectUrl", required=False)
+    redirect_url = _redirect_field(data)
     result = sign_in("credentials", email=email, password=password, redirect_url=redirect_url)
     status = 429 if result.error == "too_many_attempts" else 401
     # RFC 9110: a 429 says when to come back.
@@ -128,11 +150,11 @@ def signin() -> Any:
         wait = f"{minutes} minute{'s' if minutes != 1 else ''}"
         message = f"Too many failed attempts. Try again in {wait}."
     else:
-        message = "The email or password is incorrect."
+        message = f"The {_login_label().lower()} or password is incorrect."
     return (
         render_template(
             "guardian/signin.html", redirect_url=result.redirect_url, error=message,
-            email=email if email and len(email) <= 320 else "",
+            email=email if email and len(email) <= 320 else "", login_label=_login_label(),
         ),
         status,
         headers,
@@ -152,7 +174,7 @@ def signout() -> Any:
         # Signing out nobody (an expired or ended session) changes nothing worth forging,
         # and its form's token, bound to the dead session, could never pass.
         _check_csrf(data)
-    result = sign_out(redirect_url=data.get("redirectUrl"))
+    result = sign_out(redirect_url=data.get("redirectUrl") or data.get("next"))
     if wants_json():
         return jsonify(ok=True, redirectUrl=result.redirect_url)
     return redirect(result.redirect_url, 303)

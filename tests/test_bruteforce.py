@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import time_machine
-from flask import Flask
+from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
 from helpers import ADMIN, BASE_CONFIG, USER, AppFactory, store_config
 
 import flask_guardian
-from flask_guardian import Guardian
+from flask_guardian import Guardian, TooManyAttempts
 from flask_guardian.state import get_state
 
 # The full database matrix: lockout rows and counters.
@@ -368,3 +368,75 @@ def test_lockout_answers_carry_retry_after(make_app: AppFactory) -> None:
         assert form.status_code == 429
         assert form.headers["Retry-After"] == str(LOCKOUT - 100)
         assert "Try again in 9 minutes" in form.get_data(as_text=True)
+
+
+# -- guardian.authenticate, for an application's own sign-in form ------------------------
+
+
+def test_authenticate_counts_toward_the_same_lockout_then_raises(make_app: AppFactory) -> None:
+    app = make_app(**LIMITS)
+    guardian = app.extensions["guardian"]
+    with app.test_request_context("/", method="POST"):
+        for _ in range(MAX_ATTEMPTS):
+            assert guardian.authenticate(USER[0], WRONG) is None
+        with pytest.raises(TooManyAttempts) as caught:
+            guardian.authenticate(*USER)  # the right password, refused
+    assert caught.value.code == "too_many_attempts"
+    assert 1 <= caught.value.retry_after <= LOCKOUT
+    # One count with the sign-in route, both ways.
+    assert attempt(app.test_client(), *USER).get_json() == LOCKED_JSON
+
+
+def test_authenticate_is_locked_by_failures_on_the_sign_in_route(make_app: AppFactory) -> None:
+    app = make_app(**LIMITS)
+    fail(app.test_client(), UNKNOWN, MAX_ATTEMPTS)
+    with app.test_request_context("/", method="POST"), pytest.raises(TooManyAttempts):
+        app.extensions["guardian"].authenticate(UNKNOWN, WRONG)
+
+
+def test_authenticate_success_resets_the_count(make_app: AppFactory) -> None:
+    app = make_app(**LIMITS)
+    guardian = app.extensions["guardian"]
+    with app.test_request_context("/", method="POST"):
+        for _ in range(2):
+            for _ in range(MAX_ATTEMPTS - 1):
+                assert guardian.authenticate(USER[0], WRONG) is None
+            assert guardian.authenticate(*USER).email == USER[0]
+
+
+def test_authenticate_applies_the_per_address_limit(make_app: AppFactory) -> None:
+    app = make_app(GUARDIAN_IP_MAX_LOGIN_ATTEMPTS=2)
+    guardian = app.extensions["guardian"]
+    near = {"REMOTE_ADDR": "203.0.113.9"}
+    with app.test_request_context("/", method="POST", environ_base=near):
+        for n in range(2):
+            assert guardian.authenticate(f"guess{n}@example.com", WRONG) is None
+        with pytest.raises(TooManyAttempts):
+            guardian.authenticate(*USER)
+    with app.test_request_context("/", method="POST",
+                                  environ_base={"REMOTE_ADDR": "198.51.100.7"}):
+        assert guardian.authenticate(*USER).email == USER[0]
+
+
+def test_an_uncaught_lockout_in_an_apps_own_view_is_429_with_retry_after(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(**LIMITS)
+
+    @app.post("/my-login")
+    def my_login() -> str:
+        user = app.extensions["guardian"].authenticate(request.form["email"],
+                                                       request.form["password"])
+        return "welcome" if user is not None else "no"
+
+    client = app.test_client()
+    for _ in range(MAX_ATTEMPTS):
+        assert client.post("/my-login", data={"email": USER[0], "password": WRONG}
+                           ).get_data(as_text=True) == "no"
+    response = client.post("/my-login", data={"email": USER[0], "password": USER[1]})
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    response = client.post("/my-login", data={"email": USER[0], "password": USER[1]},
+                           headers={"Accept": "application/json"})
+    assert response.status_code == 429
+    assert response.get_json()["error"] == "too_many_attempts"

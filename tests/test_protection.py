@@ -9,9 +9,10 @@ import pytest
 from flask import Flask
 from helpers import ADMIN, USER, AppFactory, sign_in, sign_in_ok
 
-from flask_guardian import roles_required
+from flask_guardian import ConfigurationError, roles_required
 from flask_guardian.config import RouteRule
 from flask_guardian.protection import match_rule
+from flask_guardian.signin_view import signin_url
 
 JSON = {"Accept": "application/json"}
 
@@ -117,3 +118,63 @@ def test_rules_never_lock_out_the_sign_in_routes(make_app: AppFactory, prefix: s
     assert client.get("/dashboard").status_code == 303
     sign_in_ok(client, USER)
     assert client.get("/dashboard").status_code == 200
+
+
+# -- GUARDIAN_SIGNIN_VIEW: the application's own sign-in page ----------------------------
+
+
+def add_login_view(app: Flask) -> None:
+    @app.get("/login")
+    def login() -> str:
+        return "my login page"
+
+
+@pytest.mark.parametrize("view", ["login", "/login"])
+def test_browsers_go_to_the_apps_own_signin_view_with_next(
+    make_app: AppFactory, view: str
+) -> None:
+    app = make_app(GUARDIAN_SIGNIN_VIEW=view,
+                   GUARDIAN_PROTECTED_ROUTES={"/open/area": {}})
+    add_login_view(app)
+    client = app.test_client()
+    response = client.get("/dashboard?tab=2")  # login_required
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/login?next=%2Fdashboard%3Ftab%3D2"
+    response = client.get("/open/area/x")  # a protected route
+    assert response.headers["Location"] == "/login?next=%2Fopen%2Farea%2Fx"
+    assert client.get("/login").get_data(as_text=True) == "my login page"
+    # JSON clients still get 401.
+    assert client.get("/dashboard", headers=JSON).status_code == 401
+
+
+def test_a_signin_path_with_a_query_gets_next_appended(make_app: AppFactory) -> None:
+    app = make_app(GUARDIAN_SIGNIN_VIEW="/login?via=guard")
+    response = app.test_client().get("/dashboard")
+    assert response.headers["Location"] == "/login?via=guard&next=%2Fdashboard"
+
+
+def test_the_default_stays_the_blueprints_page(client: Any) -> None:
+    assert client.get("/dashboard").headers["Location"].startswith(
+        "/auth/signin?redirectUrl=")
+
+
+@pytest.mark.parametrize("value", ["//evil.example/login", "https://evil.example/",
+                                   "no spaces", "", 42, "/\\evil"])
+def test_an_unusable_signin_view_fails_init_app(make_app: AppFactory, value: object) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(GUARDIAN_SIGNIN_VIEW=value)
+    assert caught.value.key == "GUARDIAN_SIGNIN_VIEW"
+
+
+def test_a_signin_path_under_a_protected_route_fails_init_app(make_app: AppFactory) -> None:
+    with pytest.raises(ConfigurationError, match="protected route") as caught:
+        make_app(GUARDIAN_SIGNIN_VIEW="/members/login",
+                 GUARDIAN_PROTECTED_ROUTES={"/members": {}})
+    assert caught.value.key == "GUARDIAN_SIGNIN_VIEW"
+
+
+def test_an_endpoint_that_does_not_exist_names_the_key(make_app: AppFactory) -> None:
+    app = make_app(GUARDIAN_SIGNIN_VIEW="auth.nowhere")
+    with app.test_request_context("/dashboard"), pytest.raises(ConfigurationError) as caught:
+        signin_url("auth.nowhere", "/dashboard")
+    assert caught.value.key == "GUARDIAN_SIGNIN_VIEW"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import USER, sign_in
+from helpers import USER, csrf_token, sign_in, sign_in_ok
 
 from flask_guardian.redirects import safe_redirect
 
@@ -66,3 +66,51 @@ def test_signin_page_carries_only_safe_redirect(client: Any, payload: str) -> No
     page = client.get("/auth/signin", query_string={"redirectUrl": payload})
     assert page.status_code == 200
     assert 'name="redirectUrl" value="/"' in page.get_data(as_text=True)
+
+
+# -- `next`, the name Flask-Login apps send, is read wherever redirectUrl is ------------
+
+
+def sign_in_with(client: Any, fields: dict[str, str], *, json: bool = False) -> Any:
+    data = {"email": USER[0], "password": USER[1], "csrf_token": csrf_token(client),
+            **fields}
+    return client.post("/auth/signin", **({"json": data} if json else {"data": data}))
+
+
+@pytest.mark.parametrize("json", [False, True])
+def test_signin_honours_next(client: Any, json: bool) -> None:
+    response = sign_in_with(client, {"next": "/dashboard?tab=2"}, json=json)
+    if json:
+        assert response.get_json()["redirectUrl"] == "/dashboard?tab=2"
+    else:
+        assert response.headers["Location"] == "/dashboard?tab=2"
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+def test_next_is_checked_like_redirect_url(client: Any, payload: str) -> None:
+    response = sign_in_with(client, {"next": payload})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/"
+
+
+def test_redirect_url_wins_over_next(client: Any) -> None:
+    response = sign_in_with(client, {"redirectUrl": "/a", "next": "/b"})
+    assert response.headers["Location"] == "/a"
+
+
+@pytest.mark.parametrize(("query", "carried"), [
+    ({"next": "/dashboard"}, "/dashboard"), ({"next": "//evil.com"}, "/"),
+    ({"next": "javascript:x"}, "/"), ({"redirectUrl": "/a", "next": "/b"}, "/a"),
+])
+def test_signin_page_carries_next(client: Any, query: dict[str, str], carried: str) -> None:
+    page = client.get("/auth/signin", query_string=query).get_data(as_text=True)
+    assert f'name="redirectUrl" value="{carried}"' in page
+
+
+@pytest.mark.parametrize(("value", "location"), [("/bye", "/bye"), ("//evil.com", "/")])
+def test_signout_honours_next(client: Any, value: str, location: str) -> None:
+    sign_in_ok(client)
+    response = client.post("/auth/signout", data={"csrf_token": csrf_token(client),
+                                                   "next": value})
+    assert response.status_code == 303
+    assert response.headers["Location"] == location

@@ -8,7 +8,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import func, or_, select
 
-from .credentials import read_hash_kinds
+from .credentials import is_werkzeug_kind, read_hash_kinds
 from .state import get_state
 
 
@@ -112,6 +112,8 @@ def password_report_command() -> None:
             label = "argon2id (current parameters)"
         elif kind.startswith("$2"):
             label = "bcrypt"
+        elif is_werkzeug_kind(kind):
+            label = f"werkzeug {kind.rstrip('$')}"
         else:
             variant, _version, params = kind.strip("$").split("$")
             label = f"{variant} ({params})"

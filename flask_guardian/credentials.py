@@ -1,5 +1,7 @@
-"""Passwords: hashed with libpass's ``CryptContext``, argon2id first, bcrypt accepted and
-re-hashed on the next successful sign-in. (Failed sign-ins are counted in ``throttle.py``.)
+"""Passwords: hashed with libpass's ``CryptContext``, argon2id first; bcrypt, and
+Werkzeug's ``generate_password_hash`` output (``scrypt:...``, ``pbkdf2:sha256:...``,
+checked with Werkzeug's own ``check_password_hash``), accepted and re-hashed on the
+next successful sign-in. (Failed sign-ins are counted in ``throttle.py``.)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import bcrypt
 import passlib
 from passlib.context import CryptContext
 from sqlalchemy import and_, not_, or_, select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .config import Settings
 from .errors import ConfigurationError
@@ -55,10 +58,21 @@ def hash_kind(stored: str | None) -> str | None:
         return "$".join(parts[:4]) + "$" if len(parts) >= 6 else None
     if _BCRYPT_PREFIX.match(stored):
         return stored[:7]
-    return None
+    werkzeug = _WERKZEUG_PREFIX.match(stored)
+    return werkzeug.group(0) if werkzeug else None
 
 
 _BCRYPT_PREFIX = re.compile(r"\$2[abxy]?\$\d\d\$")
+#: Werkzeug's ``method$salt$hash``, its method with every parameter written out, as
+#: ``generate_password_hash`` writes it: ``scrypt:N:r:p`` or ``pbkdf2:<digest>:<rounds>``.
+_WERKZEUG_PREFIX = re.compile(
+    r"(?:scrypt:\d{1,8}:\d{1,3}:\d{1,3}|pbkdf2:sha(?:1|224|256|384|512):\d{1,9})\$"
+)
+
+
+def is_werkzeug_kind(kind: str) -> bool:
+    """True for a kind of hash written by Werkzeug's ``generate_password_hash``."""
+    return not kind.startswith("$")
 #: How long a process trusts its list of the kinds of hash in use before asking again.
 KINDS_REFRESH_SECONDS = 600.0
 
@@ -119,6 +133,12 @@ class PasswordHasher:
             self.burn(password)
             return False, None
         self.hash_computations += 1
+        if is_werkzeug_kind(kind):
+            # Werkzeug's own check reads its own format; a match is re-hashed at once.
+            if not _werkzeug_check(stored, password):
+                self.burn(password, checked=kind)
+                return False, None
+            return True, self.hash(password)
         try:
             ok, new_hash = self.context.verify_and_update(password, stored)
         except ValueError:
@@ -140,6 +160,9 @@ class PasswordHasher:
             if kind == checked:
                 continue
             self.hash_computations += 1
+            if is_werkzeug_kind(kind):
+                _werkzeug_check(self._dummy(kind), password)
+                continue
             with contextlib.suppress(ValueError):
                 self.context.verify(_fit(kind, password), self._dummy(kind))
 
@@ -168,15 +191,30 @@ def read_hash_kinds(db_session: Any, column: Any, current: str, limit: int = 32)
     """Every kind of readable hash ``column`` holds, ``current`` first: one query per kind
     found (each asks for a hash of a kind not seen yet), at most ``limit`` kinds."""
     known = [current]
-    readable = or_(column.startswith("$argon2"), column.startswith("$2"))
+    unreadable: list[str] = []
+    readable = or_(column.startswith("$argon2"), column.startswith("$2"),
+                   column.startswith("scrypt:"), column.startswith("pbkdf2:"))
     for _ in range(limit):
-        unseen = and_(readable, *[not_(column.startswith(k, autoescape=True)) for k in known])
+        unseen = and_(readable, *[not_(column.startswith(k, autoescape=True)) for k in known],
+                      *[column != value for value in unreadable])
         stored = db_session.execute(select(column).where(unseen).limit(1)).scalar()
+        if stored is None:
+            break
         kind = hash_kind(stored)
         if kind is None:
-            break  # nothing unseen, or only hashes no scheme reads (counted as failures)
+            # A prefix no scheme reads after all (verified as a failure): look past it.
+            unreadable.append(stored)
+            continue
         known.append(kind)
     return tuple(known)
+
+
+def _werkzeug_check(stored: str, password: str) -> bool:
+    """Werkzeug's own ``check_password_hash``; parameters hashlib refuses are a refusal."""
+    try:
+        return check_password_hash(stored, password)
+    except ValueError:
+        return False
 
 
 def _fit(kind: str, password: str) -> str:
@@ -189,6 +227,8 @@ def _fit(kind: str, password: str) -> str:
 
 def _make_dummy(kind: str) -> str:
     """A throw-away hash of ``kind``'s scheme and parameters."""
+    if is_werkzeug_kind(kind):
+        return generate_password_hash(secrets.token_urlsafe(16), method=kind.rstrip("$"))
     secret = secrets.token_urlsafe(16).encode("ascii")
     if kind.startswith("$2"):
         rounds = int(kind[4:6])

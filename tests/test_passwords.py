@@ -396,3 +396,128 @@ def test_password_report_counts_hashes_by_scheme(app: Flask) -> None:
     assert counts["argon2id (current parameters)"] == 1
     assert counts["bcrypt"] == 1
     assert counts["to upgrade"] == 1
+
+
+# -- Werkzeug's hashes (an existing app's generate_password_hash output) ----------------
+
+#: Cheap parameters of each Werkzeug method, as generate_password_hash writes them.
+WERKZEUG_METHODS = {"scrypt": "scrypt:1024:8:1", "pbkdf2": "pbkdf2:sha256:1000"}
+
+
+def werkzeug_hash(password: str, method: str) -> str:
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password, method=WERKZEUG_METHODS[method])
+
+
+class WerkzeugChecks:
+    """Records the method of every hash Werkzeug's ``check_password_hash`` checks."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import flask_guardian.credentials as credentials
+
+        self.methods: list[str] = []
+        real = credentials.check_password_hash
+
+        def check(stored: str, password: str) -> bool:
+            self.methods.append(stored.split("$")[0])
+            return real(stored, password)
+
+        monkeypatch.setattr(credentials, "check_password_hash", check)
+
+
+@pytest.mark.parametrize("method", sorted(WERKZEUG_METHODS))
+def test_werkzeug_hash_is_checked_by_werkzeug_and_upgraded_to_argon2id(
+    app: Flask, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_hash(app, USER[0], werkzeug_hash(USER[1], method))
+    checks = WerkzeugChecks(monkeypatch)
+    hasher = hasher_of(app)
+    before = hasher.hash_computations
+    sign_in_ok(app.test_client(), USER)
+    assert hasher.hash_computations - before == 2  # the check, then the new hash
+    assert checks.methods == [WERKZEUG_METHODS[method]]
+    upgraded = stored_hash(app, USER[0])
+    assert upgraded.startswith(get_state(app).hasher.current_kind)
+    sign_in_ok(app.test_client(), USER)  # the new hash verifies
+    assert stored_hash(app, USER[0]) == upgraded
+    assert checks.methods == [WERKZEUG_METHODS[method]]  # and Werkzeug is not asked again
+
+
+def test_default_werkzeug_hash_signs_in(app: Flask) -> None:
+    from werkzeug.security import generate_password_hash
+
+    store_hash(app, USER[0], generate_password_hash(USER[1]))  # Werkzeug's own defaults
+    sign_in_ok(app.test_client(), USER)
+    assert stored_hash(app, USER[0]).startswith("$argon2id$")
+
+
+@pytest.mark.parametrize("method", sorted(WERKZEUG_METHODS))
+def test_wrong_password_does_not_upgrade_a_werkzeug_hash(app: Flask, method: str) -> None:
+    old = werkzeug_hash(USER[1], method)
+    store_hash(app, USER[0], old)
+    response = sign_in(app.test_client(), USER[0], "wrong-password-000", json=True)
+    assert response.get_json() == FAILED_JSON
+    assert stored_hash(app, USER[0]) == old
+
+
+def test_authenticate_upgrades_a_werkzeug_hash(app: Flask) -> None:
+    store_hash(app, USER[0], werkzeug_hash(USER[1], "pbkdf2"))
+    hasher = hasher_of(app)
+    with app.app_context():
+        before = hasher.hash_computations
+        assert guardian_of(app).authenticate(*USER) is not None
+        assert hasher.hash_computations - before == 2
+        db_of(app).session.commit()
+    assert stored_hash(app, USER[0]).startswith("$argon2id$")
+
+
+def test_a_failed_attempt_costs_the_same_beside_werkzeug_hashes(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While Werkzeug hashes remain, every failure also checks a throw-away hash of each
+    Werkzeug kind: an unknown email costs what a wrong scrypt password costs."""
+    app = app_with_inactive_user(make_app)
+    store_hash(app, ADMIN[0], werkzeug_hash(ADMIN[1], "scrypt"))
+    store_hash(app, INACTIVE[0], werkzeug_hash(INACTIVE[1], "pbkdf2"))
+    recorder = KindRecorder(hasher_of(app).context)
+    hasher_of(app).context = recorder
+    checks = WerkzeugChecks(monkeypatch)
+    cases = {
+        "unknown email": ("nobody@example.com", USER[1]),
+        "current argon2, wrong password": (USER[0], "wrong-password-000"),
+        "scrypt, wrong password": (ADMIN[0], "wrong-password-000"),
+        "pbkdf2, wrong password": (INACTIVE[0], "wrong-password-000"),
+        "inactive pbkdf2, right password": INACTIVE,
+    }
+    spent: dict[str, list[str]] = {}
+    for name, (email, password) in cases.items():
+        recorder.kinds.clear()
+        checks.methods.clear()
+        hasher = hasher_of(app)
+        before = hasher.hash_computations
+        response = sign_in(app.test_client(), email, password, json=True)
+        assert response.get_json() == FAILED_JSON, name
+        spent[name] = sorted(recorder.kinds + checks.methods)
+        if name != "inactive pbkdf2, right password":  # that one also re-hashes (as bcrypt)
+            assert hasher.hash_computations - before == 3, name
+    first = spent["unknown email"]
+    assert len(first) == 3  # current argon2id, scrypt and pbkdf2
+    assert spent == dict.fromkeys(cases, first)
+    assert stored_hash(app, INACTIVE[0]).startswith("pbkdf2:")  # no upgrade when refused
+
+
+def test_unreadable_werkzeug_looking_hash_is_a_plain_refusal(app: Flask) -> None:
+    store_hash(app, USER[0], "scrypt:not-a-hash")
+    response = sign_in(app.test_client(), USER[0], USER[1], json=True)
+    assert response.status_code == 401
+    assert response.get_json() == FAILED_JSON
+
+
+def test_password_report_counts_werkzeug_hashes(app: Flask) -> None:
+    store_hash(app, ADMIN[0], werkzeug_hash(ADMIN[1], "scrypt"))
+    result = app.test_cli_runner().invoke(args=["guardian", "password-report"])
+    assert result.exit_code == 0, result.output
+    assert "werkzeug scrypt:1024:8:1: 1" in result.output
+    assert "to upgrade: 1" in result.output
+    assert "argon2id (current parameters): 1" in result.output

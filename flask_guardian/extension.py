@@ -17,7 +17,7 @@ from .csrf import CSRFProtect
 from .errors import AuthError, ConfigurationError, TooManyAttempts
 from .external import sign_in_user
 from .identifiers import check_login_fields
-from .models import Models, build_models
+from .models import Models, build_models, resolve_user_model
 from .redirects import current_path
 from .redis_client import connect
 from .request_cycle import make_after_request, make_before_request
@@ -42,7 +42,11 @@ class Guardian:
         #: The state of each app this instance serves (weak: an app that goes away takes
         #: its state with it).
         self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
-        self.models: Models | None = build_models(db, user_model) if db is not None else None
+        #: An import string is resolved at init_app (see :func:`resolve_user_model`).
+        self._user_model = user_model
+        self.models: Models | None = None
+        if db is not None and not isinstance(user_model, str):
+            self.models = build_models(db, user_model)
         if app is not None:
             self.init_app(app)
 
@@ -58,7 +62,10 @@ class Guardian:
     def user_model(self) -> Any:
         """The user model class (the application's, or the ready ``User``)."""
         if self.models is None:
-            raise RuntimeError("Guardian was created without db")
+            raise RuntimeError(
+                "Guardian was created without db, or its user_model import string is "
+                "resolved at init_app, which has not run yet"
+            )
         return self.models.user
 
     # -- wiring ----------------------------------------------------------------------
@@ -66,10 +73,12 @@ class Guardian:
     def init_app(self, app: Flask) -> None:
         """Validate ``app.config`` and register everything on ``app``. Fails with
         :class:`ConfigurationError` (naming the key) on an unusable value."""
-        if self.db is None or self.models is None:
+        if self.db is None:
             raise ConfigurationError(
                 "db", "pass the app's Flask-SQLAlchemy object: Guardian(db=db)"
             )
+        if self.models is None:
+            self.models = build_models(self.db, resolve_user_model(self._user_model))
         if "guardian" in app.extensions:
             # A second set of hooks would load every session twice and fight over the
             # cookie: refuse before registering anything.

@@ -139,6 +139,40 @@ class UserMixin:
         return f"<{type(self).__name__} {self.id} {self.email!r} role={self.role!r}>"
 
 
+def resolve_user_model(spec: Any) -> Any:
+    """The user model named by ``spec``: the class itself, or an import string
+    (``"app.models:User"`` or ``"app.models.User"``) imported now, so an
+    application-factory app can create ``Guardian(db=db, user_model="app.models:User")``
+    before its models module (which imports that ``db``) exists. Raises
+    :class:`ConfigurationError` naming ``user_model`` when it cannot be imported or is not
+    a model mixing in :class:`UserMixin`."""
+    if not isinstance(spec, str):
+        return spec
+    import importlib
+
+    from .errors import ConfigurationError
+
+    module_name, colon, attribute = spec.partition(":")
+    if not colon:
+        module_name, _, attribute = spec.rpartition(".")
+    hint = ("give 'package.module:ClassName' of a model mixing in flask_guardian.UserMixin, "
+            "importable when init_app runs")
+    try:
+        model = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        # ValueError: an empty module name. The cause is kept: a models module that
+        # fails on its own import error says which name it missed.
+        raise ConfigurationError(
+            "user_model", f"cannot import {spec!r} ({type(exc).__name__}: {exc}); {hint}"
+        ) from exc
+    if not (isinstance(model, type) and issubclass(model, UserMixin)
+            and hasattr(model, "__table__")):
+        raise ConfigurationError(
+            "user_model", f"{spec!r} is {model!r}, not a model mixing in flask_guardian.UserMixin"
+        )
+    return model
+
+
 @dataclass(frozen=True, slots=True)
 class Models:
     """The model classes of one ``db``: the user model and guardian's own tables."""

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Callable
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -358,3 +362,47 @@ class LiveServer:
     def __call__(self, path: str = "/") -> str:
         """The absolute URL of ``path`` on this server."""
         return self.url + path
+
+
+# -- code shown in the docs, written out and imported --------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+#: A file's code in the docs: a line naming it (`` `app/models.py`: ``), the no-test marker,
+#: then its ```python block.
+_DOC_FILE = re.compile(
+    r"^`(?P<path>[\w/.-]+\.py)`:\n\n<!-- no-test -->\n```python\n(?P<code>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def doc_files(page: str) -> dict[str, str]:
+    """``{"app/models.py": code, ...}``: the files a docs page shows, exactly as shown."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return {m["path"]: m["code"] for m in _DOC_FILE.finditer(text)}
+
+
+@contextmanager
+def imported_from(folder: Path, files: dict[str, str], package: str) -> Iterator[None]:
+    """Write ``files`` under ``folder`` and make ``package`` importable from there for the
+    block; every module of that package imported meanwhile is forgotten afterwards (and any
+    of the same name from before is put back), so each test imports its own copy."""
+    for name, code in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(code, encoding="utf-8")
+
+    def ours(name: str) -> bool:
+        return name == package or name.startswith(package + ".")
+
+    saved = {name: module for name, module in sys.modules.items() if ours(name)}
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+

@@ -1,0 +1,105 @@
+"""The application-factory layout (docs/application-factory.md): ``db`` in
+``app/__init__.py``, the user model in ``app/models.py`` importing it, everything bound in
+``create_app()``, with ``Guardian(db=db, user_model="app.models:User")`` resolved at
+``init_app``. The package is written from the docs' own code into a temporary folder.
+Not storage-dependent: SQLite, database strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from helpers import BASE_CONFIG, doc_files, imported_from, sign_in
+
+from flask_guardian import ConfigurationError, Guardian
+
+LAYOUT = doc_files("application-factory.md")
+ANN = ("ann@example.com", "ann-password-123")
+
+
+def test_the_docs_show_the_whole_package() -> None:
+    assert set(LAYOUT) == {"app/__init__.py", "app/models.py", "app/views.py"}
+    assert 'user_model="app.models:User"' in LAYOUT["app/__init__.py"]
+
+
+def factory_app(package: Any, tmp_path: Path) -> Flask:
+    app: Flask = package.create_app(
+        {**BASE_CONFIG, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'factory.db'}"}
+    )
+    with app.app_context():
+        package.db.create_all()
+    return app
+
+
+def test_factory_app_from_the_docs_signs_a_user_in(tmp_path: Path) -> None:
+    with imported_from(tmp_path, LAYOUT, "app"):
+        import app as package
+
+        guardian = package.guardian
+        with pytest.raises(RuntimeError, match="init_app"):
+            guardian.user_model  # noqa: B018 (nothing imported before init_app)
+        app = factory_app(package, tmp_path)
+        from app.models import User
+
+        assert guardian.user_model is User
+        assert User.__table__.name == "users"
+        with app.app_context():
+            guardian.create_user(*ANN)
+        client = app.test_client()
+        anonymous = client.get("/dashboard")
+        assert (anonymous.status_code, anonymous.location.split("?")[0]) == (303, "/auth/signin")
+        assert sign_in(client, *ANN).status_code == 303
+        assert client.get("/dashboard").get_data(as_text=True) == "hello ann@example.com"
+
+
+def test_one_guardian_serves_every_app_the_factory_makes(tmp_path: Path) -> None:
+    with imported_from(tmp_path, LAYOUT, "app"):
+        import app as package
+
+        first = factory_app(package, tmp_path)
+        second = factory_app(package, tmp_path)
+        model = package.guardian.user_model
+        with first.app_context():
+            package.guardian.create_user(*ANN)
+        for app in (first, second):
+            assert app.extensions["guardian"].user_model is model
+            assert sign_in(app.test_client(), *ANN).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "spec, says",
+    [
+        ("missing_package_xyz.models:User", "cannot import 'missing_package_xyz.models:User'"),
+        ("flask_guardian.models:NoSuchUser", "cannot import"),
+        ("flask_guardian.models:utcnow", "not a model mixing in flask_guardian.UserMixin"),
+        ("flask_guardian:UserMixin", "not a model mixing in"),
+    ],
+    ids=["no-module", "no-class", "not-a-class", "the-mixin-itself"],
+)
+def test_user_model_string_that_cannot_be_used_fails_init_app_naming_the_key(
+    tmp_path: Path, spec: str, says: str
+) -> None:
+    app = Flask("factory_error_app")
+    app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'e.db'}")
+    db = SQLAlchemy(app)
+    guardian = Guardian(db=db, user_model=spec)  # nothing imported yet: no error here
+    with pytest.raises(ConfigurationError) as raised:
+        guardian.init_app(app)
+    assert raised.value.key == "user_model"
+    assert str(raised.value).startswith("user_model: ")
+    assert says in str(raised.value)
+    assert "guardian" not in app.extensions
+
+
+def test_a_models_module_that_fails_to_import_names_the_key_and_the_cause(
+    tmp_path: Path,
+) -> None:
+    broken = {**LAYOUT, "app/models.py": "from . import no_such_name\n"}
+    with imported_from(tmp_path, broken, "app"):
+        import app as package
+
+        with pytest.raises(ConfigurationError, match=r"^user_model: .*no_such_name"):
+            package.create_app({**BASE_CONFIG, "SQLALCHEMY_DATABASE_URI": "sqlite://"})

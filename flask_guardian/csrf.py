@@ -13,19 +13,30 @@ only for an anonymous browser, never for a signed-in one.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-from flask import Request, g, request
+from flask import Flask, Request, g, request
 from markupsafe import Markup, escape
 
 from .config import Settings
 from .errors import CSRFError
 from .per_request import outgoing
+from .state import get_state
 
 FORM_FIELD = "csrf_token"
 HEADER = "X-CSRF-Token"
+#: The methods :func:`csrf_protect` checks (RFC 9110's unsafe ones).
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Set on a view wrapped by :func:`csrf_protect`, so Flask-WTF's check can leave it to ours.
+PROTECTED_MARK = "_guardian_csrf_protected"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class CSRFProtect:
@@ -87,3 +98,67 @@ class CSRFProtect:
         nonce, _, mac = token.partition(".")
         if not nonce or not hmac.compare_digest(mac, self._sign(binding, nonce)):
             raise CSRFError()
+
+
+def submitted_token() -> object:
+    """The token the current request submits in its body: form field ``csrf_token``, or a
+    JSON object's ``csrfToken`` / ``csrf_token`` (the ``X-CSRF-Token`` header is read by
+    :meth:`CSRFProtect.validate`)."""
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if isinstance(data, dict):
+            return data.get("csrfToken") or data.get(FORM_FIELD)
+        return None
+    return request.form.get(FORM_FIELD)
+
+
+def check_csrf() -> None:
+    """Raise :class:`CSRFError` (403, ``csrf_failed``) unless the current request carries
+    a valid flask-guardian token, for an application's own views. Checks whatever the
+    method and whether or not anyone is signed in: an anonymous form is bound to the CSRF
+    seed cookie (login CSRF is CSRF too). Nothing is checked when
+    ``GUARDIAN_CSRF_ENABLED`` is False."""
+    state = get_state()
+    if state.settings.csrf_enabled:
+        state.csrf.validate(request, submitted_token())
+
+
+def csrf_protect(view: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: check flask-guardian's CSRF token (:func:`check_csrf`) on the view's
+    POST, PUT, PATCH and DELETE requests. With Flask-WTF's ``CSRFProtect`` in the same app,
+    Flask-WTF leaves such a view to this check (see :func:`defer_flask_wtf`)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if request.method in UNSAFE_METHODS:
+            check_csrf()
+        return view(*args, **kwargs)
+
+    setattr(wrapper, PROTECTED_MARK, True)
+    return wrapper
+
+
+def defer_flask_wtf(app: Flask, blueprint_name: str) -> None:
+    """Have Flask-WTF's ``CSRFProtect`` (``app.extensions["csrf"]``), when the app uses it,
+    leave the blueprint ``blueprint_name`` and every :func:`csrf_protect` view to our own
+    check: both read the form field ``csrf_token`` and the ``X-CSRF-Token`` header, so
+    otherwise each refuses the other's token and the sign-in form can never be posted.
+    Our check still runs on each of them, so nothing is left unchecked.
+
+    ``CSRFProtect(app)`` may come before or after ``init_app`` and views are added later,
+    so the exemption is made by a hook that runs first on the app's first request, before
+    Flask-WTF's, and then takes itself out: later requests pay nothing for it."""
+
+    def defer_once() -> None:
+        funcs = app.before_request_funcs
+        # A new list, not a removal: Flask is iterating over the old one right now.
+        funcs[None] = [f for f in funcs.get(None, []) if f is not defer_once]
+        wtf: Any = app.extensions.get("csrf")
+        if wtf is None or not callable(getattr(wtf, "exempt", None)):
+            return
+        wtf.exempt(app.blueprints[blueprint_name])
+        for view in app.view_functions.values():
+            if getattr(view, PROTECTED_MARK, False):
+                wtf.exempt(view)
+
+    app.before_request_funcs.setdefault(None, []).insert(0, defer_once)

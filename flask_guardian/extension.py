@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from . import auth, users
+from . import auth, csrf, users
 from .auth import SignInResult
 from .config import load_settings
 from .credentials import PasswordHasher
@@ -109,6 +109,7 @@ class Guardian:
         from .views import blueprint
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
+        csrf.defer_flask_wtf(app, blueprint.name)  # Flask-WTF leaves our routes to our check
 
         @app.context_processor
         def _guardian_context() -> dict[str, Any]:
@@ -183,6 +184,17 @@ class Guardian:
         """End all the user's sessions (but the current one with ``except_current``);
         returns how many ended."""
         return auth.revoke_user(get_state(), user.id, except_current=except_current)
+
+    #: Decorator for the app's own views: checks flask-guardian's CSRF token on POST, PUT,
+    #: PATCH and DELETE (see :func:`flask_guardian.csrf.csrf_protect`).
+    csrf_protect = staticmethod(csrf.csrf_protect)
+
+    @staticmethod
+    def check_csrf() -> None:
+        """Check the current request's flask-guardian CSRF token (form field
+        ``csrf_token``, JSON ``csrfToken`` or header ``X-CSRF-Token``) in an app's own
+        view; raises :class:`flask_guardian.CSRFError` (403) when it is missing or wrong."""
+        csrf.check_csrf()
 
     def purge_expired(self, *, batch_size: int = 1000) -> int:
         """Delete expired sessions, revocations and lockout counters in batches; returns

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from . import auth, csrf, users
+from . import auth, csrf, migrations, users
 from .auth import SignInResult
 from .config import load_settings
 from .credentials import PasswordHasher
@@ -110,6 +110,7 @@ class Guardian:
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)
         csrf.defer_flask_wtf(app, blueprint.name)  # Flask-WTF leaves our routes to our check
+        migrations.configure_flask_migrate(app)  # generated migrations run as generated
 
         @app.context_processor
         def _guardian_context() -> dict[str, Any]:

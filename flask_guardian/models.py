@@ -8,6 +8,7 @@ and Flask-Migrate/Alembic see them.
 
 from __future__ import annotations
 
+import re
 import secrets
 import unicodedata
 import weakref
@@ -17,15 +18,20 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
     TypeDecorator,
+    event,
+    literal_column,
+    null,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import Mapped, mapped_column, validates
+from sqlalchemy.orm import Mapped, MappedColumn, mapped_column, validates
+from sqlalchemy.orm.attributes import flag_modified
 
 EMAIL_MAX_LENGTH = 320
 USER_AGENT_MAX_LENGTH = 512
@@ -90,15 +96,25 @@ class UserMixin:
     """Columns flask-guardian needs on the application's user model.
 
     ``class User(db.Model, UserMixin): __tablename__ = "users"`` gives ``id``, ``email``
-    (unique, stored normalised), ``name``, ``role``, ``password_hash``, ``is_active`` and
-    ``session_version`` (bumped on every change that must reach live sessions) and
-    ``uniquifier``.
+    (unique, stored normalised), ``name``, ``role``, ``password_hash``, ``is_active``,
+    ``session_version`` (bumped on every change that must reach live sessions),
+    ``created_at`` and ``uniquifier``. docs/existing-users-table.md says why each is
+    needed and how to map them onto a table of your own.
 
     ``uniquifier`` is a random identifier made once per account and never reused: every
     session records it and is only valid while the user row carries the same one. An id
     can come back (SQLite hands the highest one out again after a delete made outside the
     ORM, where no cascade removed the sessions); a uniquifier cannot, so a new account can
     never adopt a deleted one's cookie or token.
+
+    A table with no names or no roles keeps none: ``name = None`` on the model (every
+    user's name is None) and ``role = "user"`` (every user has that role; ``set_role``
+    refuses). Other column names map with SQLAlchemy's own means:
+    ``password_hash = db.Column("password", db.String(255))``.
+
+    Every NOT NULL column but ``email`` and ``id`` has a server default, so a migration
+    that adds them to a table that already has rows runs as generated; the rows it gives
+    an empty ``uniquifier`` get a random one when first loaded (:func:`build_models`).
     """
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -106,14 +122,39 @@ class UserMixin:
         exact_string(EMAIL_MAX_LENGTH), unique=True, nullable=False
     )
     name: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    role: Mapped[str] = mapped_column(String(64), nullable=False, default="user")
-    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
-    session_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    uniquifier: Mapped[str] = mapped_column(
-        exact_string(UNIQUIFIER_LENGTH), nullable=False, default=new_uniquifier
+    role: Mapped[str] = mapped_column(
+        String(64), nullable=False, default="user", server_default="user"
     )
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # '1' and '0' rather than true(): the same text is a valid default on every database,
+    # so a migration generated on one runs on the others.
+    is_active: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=True, server_default="1"
+    )
+    session_version: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    # NULL for rows that predate flask-guardian: when they were made is not known.
+    created_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, nullable=True, default=utcnow
+    )
+    # '' (never a session's: see _give_uniquifier) for rows a migration adds it to.
+    uniquifier: Mapped[str] = mapped_column(
+        exact_string(UNIQUIFIER_LENGTH), nullable=False, default=new_uniquifier,
+        server_default="",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Key a column declared under another name by its attribute: with
+        ``password_hash = db.Column("password", ...)`` the table's ``c.password_hash`` is
+        that column (SQLAlchemy keys it ``password`` otherwise), as every query of
+        flask-guardian names it. Runs before the declarative scan builds the table."""
+        super().__init_subclass__(**kwargs)
+        for attribute, value in list(vars(cls).items()):
+            column = value.column if isinstance(value, MappedColumn) else value
+            if (isinstance(column, Column) and column.name not in (None, attribute)
+                    and column.key == column.name):
+                column.key = attribute
 
     @validates("email")
     def _normalize_email(self, key: str, value: str) -> str:
@@ -213,6 +254,15 @@ def build_models(db: Any, user_model: Any | None) -> Models:
         raise TypeError("user_model must mix in flask_guardian.UserMixin")
 
     user_table = user_model.__table__
+    _check_keys(user_model)
+    _check_profile(user_model)
+    # A row without a uniquifier (added by a migration to existing rows, or inserted
+    # outside the ORM) gets one when loaded, before any session can record it.
+    if not event.contains(user_model, "load", _give_uniquifier):
+        event.listen(user_model, "load", _give_uniquifier)
+    if not event.contains(db.session, "before_commit", _write_uniquifiers):
+        event.listen(db.session, "before_commit", _write_uniquifiers)
+        event.listen(db.session, "after_rollback", _forget_uniquifiers)
 
     class SessionRecord(db.Model):  # type: ignore[misc]
         """One session of either strategy."""
@@ -274,3 +324,64 @@ def build_models(db: Any, user_model: Any | None) -> Models:
     models = Models(user_model, SessionRecord, Revocation, LoginAttempt)
     cache[key] = models
     return models
+
+
+def _give_uniquifier(user: Any, context: Any) -> None:
+    if not user.uniquifier:
+        # A change made while loading is taken as loaded state: it is marked changed
+        # when the session commits (the sign-in's own commit writes it).
+        user.uniquifier = new_uniquifier()
+        context.session.info.setdefault(_UNIQUIFIERS_KEY, []).append(user)
+
+
+_UNIQUIFIERS_KEY = "guardian_new_uniquifiers"
+
+
+def _forget_uniquifiers(db_session: Any) -> None:
+    db_session.info.pop(_UNIQUIFIERS_KEY, None)
+
+
+def _write_uniquifiers(db_session: Any) -> None:
+    for user in db_session.info.pop(_UNIQUIFIERS_KEY, ()):
+        if user in db_session:
+            flag_modified(user, "uniquifier")
+
+
+def _check_keys(user_model: Any) -> None:
+    """Every column flask-guardian queries must be reachable by its attribute's name."""
+    for attribute in ("id", "email", "password_hash", "is_active", "session_version",
+                      "uniquifier"):
+        if attribute not in user_model.__table__.c:
+            raise TypeError(
+                f"{user_model.__name__}.__table__ has no column keyed {attribute!r}: declare "
+                f"it as db.Column(\"<column name>\", ..., key={attribute!r})"
+            )
+
+
+def _check_profile(user_model: Any) -> None:
+    """A model may leave out ``name`` (``name = None``) and ``role`` (a constant string):
+    record the role for :func:`profile_columns`."""
+    table = user_model.__table__
+    if "role" not in table.c:
+        role = getattr(user_model, "role", None)
+        # Written into the SQL as a literal (a bind parameter would cost the hot path's
+        # one-parameter lookup): plain word characters only.
+        if not isinstance(role, str) or not re.fullmatch(r"[\w.-]{1,64}", role, re.ASCII):
+            raise TypeError(
+                f"{user_model.__name__} has no role column: give every user one role with "
+                "a class attribute of letters, digits, '_', '.' or '-' (role = \"user\"), "
+                "or keep UserMixin's column"
+            )
+        table.info["guardian_role"] = role
+    if "name" not in table.c and getattr(user_model, "name", None) is not None:
+        raise TypeError(f"{user_model.__name__} has no name column: set name = None")
+
+
+def profile_columns(users: Any) -> tuple[Any, Any]:
+    """The ``name`` and ``role`` of a user row in a Core select: the table's columns, or,
+    for a model that has none, NULL and its one role, under the same labels."""
+    name = users.c.name if "name" in users.c else null().label("name")
+    role = users.c.role if "role" in users.c else literal_column(
+        f"'{users.info['guardian_role']}'", String(64)
+    ).label("role")
+    return name, role

@@ -43,7 +43,7 @@ def _before_flush(db_session: Any, flush_context: Any, instances: Any) -> None:
         if not isinstance(obj, user_model) or obj.id is None:
             continue
         attrs = inspect(obj).attrs
-        changed = {a for a in WATCHED if attrs[a].history.has_changes()}
+        changed = {a for a in WATCHED if a in attrs and attrs[a].history.has_changes()}
         if not changed:
             continue
         obj.session_version = version = (obj.session_version or 0) + 1

@@ -80,10 +80,10 @@ def create_user(
         select(user_model.id).where(user_model.email == normalized)
     ).first() is not None:
         raise ValueError(f"a user with the email {normalized!r} exists")
+    profile = _profile(user_model, name, role)
     user = user_model(
         email=normalized,
-        name=name,
-        role=role,
+        **profile,
         password_hash=state.hasher.hash(_check_password_policy(state, password)),
         is_active=True,
         session_version=0,
@@ -142,4 +142,23 @@ def set_password(state: AppState, user: Any, password: object) -> None:
 
 def set_role(state: AppState, user: Any, role: object) -> None:
     # The flush event bumps session_version.
+    if "role" not in state.models.user.__table__.c:
+        raise ValueError(f"{state.models.user.__name__} has no role column to change")
     _change_user(state, user, "role", _check_role(role))
+
+
+def _profile(user_model: Any, name: str | None, role: str) -> dict[str, Any]:
+    """The ``name`` and ``role`` to store, for a model that has those columns (a model
+    may keep no names, ``name = None``, or give everyone one role, ``role = "user"``)."""
+    columns = user_model.__table__.c
+    profile: dict[str, Any] = {}
+    if "name" in columns:
+        profile["name"] = name
+    elif name is not None:
+        raise ValueError(f"{user_model.__name__} has no name column")
+    if "role" in columns:
+        profile["role"] = role
+    elif role not in ("user", user_model.role):  # "user": the default argument
+        raise ValueError(f"{user_model.__name__} has no role column: every user is "
+                         f"{user_model.role!r}")
+    return profile

@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, select, update
 
 from ..clients import client_agent, ip_network
 from ..lookup import RowReader, as_utc
-from ..models import utcnow
+from ..models import profile_columns, utcnow
 from ..session import Session, SessionUser
 from ..storage import bounded
 from .base import Loaded, RequestInfo, new_session_id, sha256_hex
@@ -53,7 +53,7 @@ class DatabaseStrategy(RegistryStrategy):
             select(
                 s.c.id, s.c.user_id, s.c.created_at, s.c.last_seen_at, s.c.expires_at,
                 s.c.absolute_expires_at, s.c.ip, s.c.user_agent,
-                u.c.email, u.c.name, u.c.role,
+                u.c.email, *profile_columns(u),
             )
             .select_from(s.join(u, bound_to_user(s, u)))
             .where(

@@ -33,7 +33,7 @@ from sqlalchemy import bindparam, select, update
 from ..clients import client_agent, ip_network
 from ..config_values import read_bool, read_int, read_seconds
 from ..jwt_keys import read_jwt_keys
-from ..models import utcnow
+from ..models import profile_columns, utcnow
 from ..session import Session, SessionUser
 from ..storage import bounded, unavailable
 from .base import Loaded, RequestInfo, new_session_id
@@ -119,7 +119,7 @@ class JWTStrategy(RevocationFeedStrategy):
         self._registry_lookup = (
             select(
                 s.c.created_at, s.c.expires_at, s.c.absolute_expires_at, s.c.ip,
-                s.c.user_agent, u.c.id, u.c.email, u.c.name, u.c.role, u.c.session_version,
+                s.c.user_agent, u.c.id, u.c.email, *profile_columns(u), u.c.session_version,
             )
             .select_from(s.join(u, bound_to_user(s, u)))
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None), u.c.is_active.is_(True))

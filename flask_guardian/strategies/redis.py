@@ -33,7 +33,7 @@ from sqlalchemy import bindparam, event, select
 
 from ..clients import client_agent, ip_network
 from ..errors import ConfigurationError, StorageUnavailable
-from ..models import utcnow
+from ..models import profile_columns, utcnow
 from ..session import Session, SessionUser
 from ..storage import unavailable
 from .base import (
@@ -116,7 +116,7 @@ class RedisStrategy(SessionStrategy):
         self._idle = float(settings.idle_timeout)
         users = self.users
         self._user_lookup = select(
-            users.c.email, users.c.name, users.c.role, users.c.uniquifier
+            users.c.email, *profile_columns(users), users.c.uniquifier
         ).where(users.c.id == bindparam("uid"), users.c.is_active.is_(True))
         # A user change made through the ORM reaches Redis when its transaction commits
         # (not before: a rolled-back change must not end or alter any session).

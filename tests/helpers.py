@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -405,4 +406,31 @@ def imported_from(folder: Path, files: dict[str, str], package: str) -> Iterator
         for name in [name for name in sys.modules if ours(name)]:
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+@contextmanager
+def kept_logging() -> Iterator[None]:
+    """Flask-Migrate's env.py runs ``logging.config.fileConfig``, which disables every
+    logger already made: put them back, so later tests still see the package's logs."""
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    loggers = {name: (lg.disabled, lg.level)
+               for name, lg in logging.Logger.manager.loggerDict.items()
+               if isinstance(lg, logging.Logger)}
+    try:
+        yield
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        for name, (disabled, level) in loggers.items():
+            logger = logging.getLogger(name)
+            logger.disabled, logger.level = disabled, level
+
+
+def flask_db(app: Flask, command: str, folder: Path, **options: Any) -> None:
+    """``flask db <command>`` through Flask-Migrate's Python API."""
+    import flask_migrate
+
+    with app.app_context(), kept_logging():
+        getattr(flask_migrate, command)(directory=str(folder), **options)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BASE_CONFIG, delete_redis_keys, strategy_config
 from flask import Flask, g, jsonify
 from flask_sqlalchemy import SQLAlchemy
-from helpers import sign_in
+from helpers import BASE_CONFIG, sign_in, strategy_config
+from servers import delete_redis_keys
 from sqlalchemy import Boolean, Column, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import generate_password_hash

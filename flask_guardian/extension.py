@@ -138,11 +138,15 @@ class Guardian:
     # -- management API (each call commits) -------------------------------------------
 
     def create_user(
-        self, email: str, password: str, *, name: str | None = None, role: str = "user"
+        self, email: str, password: str, *, name: str | None = None, role: str = "user",
+        **columns: Any,
     ) -> Any:
-        """Create and return a user. Raises ``ValueError`` for an invalid email or
-        password, or an email that is taken (compared normalised)."""
-        return users.create_user(get_state(), email, password, name=name, role=role)
+        """Create, commit and return a user. Raises ``ValueError`` for an invalid email or
+        password, or an email that is taken (compared normalised). ``columns`` sets the
+        application's own columns (``username="ann"``); ``TypeError`` for one the model
+        does not map or one flask-guardian keeps itself."""
+        return users.create_user(get_state(), email, password, name=name, role=role,
+                                 **columns)
 
     def authenticate(self, identifier: str, password: str) -> Any | None:
         """The active user with this identifier (see ``GUARDIAN_LOGIN_FIELDS``) and

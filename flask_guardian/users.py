@@ -9,7 +9,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app, g, has_request_context
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import signals
@@ -67,14 +67,20 @@ def _check_role(role: object) -> str:
     return role
 
 
+#: Columns flask-guardian keeps itself: ``create_user`` sets them, never the caller.
+MANAGED = frozenset({"id", "email", "password_hash", "is_active", "session_version",
+                     "uniquifier", "created_at", "name", "role"})
+
+
 def create_user(
     state: AppState, email: object, password: object, *, name: str | None = None,
-    role: str = "user",
+    role: str = "user", **columns: Any,
 ) -> Any:
     normalized = _check_email(email)
     _check_role(role)
     _check_name(name)
     user_model = state.models.user
+    _check_columns(user_model, columns)
     db_session = state.db.session
     if db_session.execute(
         select(user_model.id).where(user_model.email == normalized)
@@ -82,6 +88,7 @@ def create_user(
         raise ValueError(f"a user with the email {normalized!r} exists")
     profile = _profile(user_model, name, role)
     user = user_model(
+        **columns,
         email=normalized,
         **profile,
         password_hash=state.hasher.hash(_check_password_policy(state, password)),
@@ -145,6 +152,17 @@ def set_role(state: AppState, user: Any, role: object) -> None:
     if "role" not in state.models.user.__table__.c:
         raise ValueError(f"{state.models.user.__name__} has no role column to change")
     _change_user(state, user, "role", _check_role(role))
+
+
+def _check_columns(user_model: Any, columns: dict[str, Any]) -> None:
+    """The application's own columns of a new user (``username="ann"``): each must be a
+    mapped attribute of the model and none of the columns flask-guardian keeps."""
+    mapped = set(inspect(user_model).column_attrs.keys())
+    for key in columns:
+        if key in MANAGED:
+            raise TypeError(f"create_user sets {key!r} itself")
+        if key not in mapped:
+            raise TypeError(f"{user_model.__name__} has no column attribute {key!r}")
 
 
 def _profile(user_model: Any, name: str | None, role: str) -> dict[str, Any]:

@@ -151,3 +151,29 @@ def test_a_model_that_cannot_work_fails_at_start_naming_the_fix(
     model = type("Bad", (db.Model, UserMixin), {"__tablename__": "bad", **body})
     with pytest.raises(TypeError, match=says):
         Guardian(app, db=db, user_model=model)
+
+
+def test_create_user_fills_the_applications_own_required_columns(tmp_path: Path) -> None:
+    """A table with its own NOT NULL column (a username) gets new users through
+    ``create_user(..., username=...)``; a column the model does not map, or one
+    flask-guardian keeps itself, is refused before anything is written."""
+    app = Flask("own_columns_app")
+    app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'o.db'}")
+    db = SQLAlchemy(app)
+
+    class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __tablename__ = "members"
+        username: Mapped[str] = mapped_column(String(80), unique=True, nullable=False)
+
+    guardian = Guardian(app, db=db, user_model=Member)
+    with app.app_context():
+        db.create_all()
+        made = guardian.create_user("cat@example.com", "cat-password-123", username="cat")
+        assert db.session.get(Member, made.id).username == "cat"
+        for columns, message in (({"nickname": "x"}, "no column attribute 'nickname'"),
+                                 ({"is_active": False}, "sets 'is_active' itself"),
+                                 ({"password_hash": "x"}, "sets 'password_hash' itself")):
+            with pytest.raises(TypeError, match=message):
+                guardian.create_user("dog@example.com", "dog-password-123", username="dog",
+                                     **columns)
+        assert db.session.query(Member).count() == 1

@@ -48,6 +48,7 @@ class Options:
     only: set[str]
     tracemalloc: bool
     keep_schema: bool
+    redis_url: str | None
 
 
 def short_traceback(limit: int = 4000) -> str:

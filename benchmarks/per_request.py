@@ -10,8 +10,10 @@ import statistics
 from collections.abc import Sequence
 
 import bench_apps
+import bench_redis
 from bench_harness import Stats, count_queries, run_batch, run_rounds
 from common import Options, Row, Setup, fmt_ratio, fmt_us, log, markdown_table, out, quartiles
+from targets import MATCHING_FLOOR, REDIS, REDIS_NOKEY
 
 
 def measure_queries(rows: Sequence[Row], requests: int) -> None:
@@ -41,6 +43,7 @@ def per_request_section(opts: Options, setup: Setup) -> dict[str, Stats]:
     )
     bare = stats[0]
     keyed = next(s for s in stats if s.name == bench_apps.BARE_KEYED)
+    by_name = {s.name: s for s in stats}
     table_rows = []
     notes: list[str] = []
     for row, s in zip(rows, stats, strict=True):
@@ -62,6 +65,7 @@ def per_request_section(opts: Options, setup: Setup) -> dict[str, Stats]:
                 f"{r1:.2f}-{r3:.2f}",
                 fmt_ratio(s.low / bare.low),
                 fmt_ratio(s.median / keyed.median),
+                ratio_to(s, by_name, MATCHING_FLOOR),
                 fmt_us(s.cpu_median),
                 fmt_ratio(s.cpu_median / bare.cpu_median),
                 queries,
@@ -78,7 +82,9 @@ def per_request_section(opts: Options, setup: Setup) -> dict[str, Stats]:
         f"{opts.warmup:,} warm-up requests. Times are wall-clock µs per request over the "
         "rounds. `x bare` = median / median of the bare route; `x bare IQR` = "
         "interquartile range of that ratio taken round by round; `x bare, best` = fastest "
-        "round / fastest round of bare; `x keyed bare` = median / median of the bare route "
+        "round / fastest round of bare; `x floor` = median / median of the row's matching "
+        "floor (the same work by hand, SPEC §13); `x keyed bare` = median / median of the "
+        "bare route "
         "of an app with a SECRET_KEY; `CPU µs` = this process's CPU time per request "
         "(median), `x bare CPU` its ratio to bare: insensitive to other processes taking "
         "the CPU, but blind to time spent waiting for a database server. `queries/req` and "
@@ -95,6 +101,7 @@ def per_request_section(opts: Options, setup: Setup) -> dict[str, Stats]:
                 "x bare IQR",
                 "x bare, best",
                 "x keyed bare",
+                "x floor",
                 "CPU µs",
                 "x bare CPU",
                 "queries/req",
@@ -129,7 +136,19 @@ PAIRED_ROWS = (
     "flask-guardian database, SQLite",
     "flask-guardian jwt, app without Flask SECRET_KEY",
     "flask-guardian database SQLite, app without Flask SECRET_KEY",
+    bench_redis.REDIS_FLOOR,
+    bench_redis.REDIS_FLOOR_KEYED,
+    bench_redis.FLASK_SESSION,
+    REDIS,
+    REDIS_NOKEY,
 )
+
+
+def ratio_to(s: Stats, by_name: dict[str, Stats], partner: dict[str, str]) -> str:
+    """``s``'s median over that of its partner row (floor or peer), or "—" without one."""
+    other = by_name.get(partner.get(s.name, ""))
+    return fmt_ratio(s.median / other.median) if other is not None else "—"
+
 
 
 def paired_table(opts: Options, rows: Sequence[Row], stats: Sequence[Stats]) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import bench_pg
+import bench_redis
 import instructions
 import memory
 import per_request
@@ -65,6 +66,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         f"the benchmark works in its own schema '{bench_pg.SCHEMA}' there",
     )
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=os.environ.get("GUARDIAN_BENCH_REDIS", bench_redis.DEFAULT_URL),
+        help=f"Redis URL for the redis rows (default {bench_redis.DEFAULT_URL}); the run "
+        "writes only under a key prefix of its own and deletes those keys at the end",
+    )
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis rows")
     parser.add_argument(
         "--rounds", type=int, help="timed rounds per target (default 15; 7 with --quick)"
     )
@@ -116,6 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         only=only,
         tracemalloc=args.tracemalloc,
         keep_schema=args.keep_schema,
+        redis_url=None if args.no_redis else args.redis,
     )
 
 
@@ -133,6 +143,8 @@ def header(opts: Options, setup: Setup) -> None:
         "flask-sqlalchemy",
         "pyjwt",
         "flask-login",
+        "flask-session",
+        "redis",
         "flask-jwt-extended",
         "psycopg",
         "libpass",

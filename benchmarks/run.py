@@ -7,7 +7,7 @@ The one entry point. Everything runs in this one process, through
 ``app.wsgi_app(environ, start_response)`` with a prebuilt environ copied per request (see
 benchmarks/README.md for the method). Each section is a module of its own:
 ``per_request``, ``sign_in``, ``memory``, ``scale``, ``purge``, ``profiling``,
-``instructions``; ``targets`` builds the rows they measure, ``common`` holds what they
+``instructions``, ``server``; ``targets`` builds the rows they measure, ``common`` holds what they
 share. Results are printed to stdout as Markdown; progress goes to stderr.
 """
 
@@ -31,6 +31,7 @@ import per_request
 import profiling
 import purge
 import scale
+import server
 import sign_in
 from common import (
     OPT_IN,
@@ -52,6 +53,7 @@ SECTIONS: dict[str, Callable[[Options, Setup], object]] = {
     "purge": purge.purge_section,
     "profile": profiling.profile_section,
     "instructions": instructions.instructions_section,
+    "server": server.server_section,
 }
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:

@@ -16,14 +16,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(port: int, limit: float = 30, path: str = "/") -> None:
-    """Return once ``GET path`` on ``port`` answers 200; exit the run after ``limit`` s."""
+def wait_ready(port: int, limit: float = 30, path: str = "/", *, any_status: bool = False) -> None:
+    """Return once ``GET path`` on ``port`` answers 200 (any status with ``any_status``);
+    exit the run after ``limit`` s."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", path)
-            if conn.getresponse().status == 200:
+            status = conn.getresponse().status
+            if status == 200 or any_status:
                 return
         time.sleep(0.2)
     raise SystemExit(f"gunicorn did not answer on port {port} within {limit} s")

@@ -179,14 +179,24 @@ class LoginUser(_Base):
 login_db = SQLAlchemy(metadata=_Base.metadata)
 
 
-def flask_login_target(name: str, uri: str, engine_options: dict[str, Any]) -> Target:
-    """Flask-Login with the user loader from its docs: ``db.session.get(User, int(id))``."""
+def flask_login_target(
+    name: str,
+    uri: str,
+    engine_options: dict[str, Any],
+    *,
+    configure: Callable[[Flask], None] | None = None,
+) -> Target:
+    """Flask-Login with the user loader from its docs: ``db.session.get(User, int(id))``.
+
+    ``configure`` runs on the app before Flask-Login is set up (Flask-Session, say)."""
     app = Flask(f"bench_login_{name}")
     app.config.update(
         SECRET_KEY=SECRET_KEY,
         SQLALCHEMY_DATABASE_URI=uri,
         SQLALCHEMY_ENGINE_OPTIONS=engine_options,
     )
+    if configure is not None:
+        configure(app)
     login_db.init_app(app)
     manager = LoginManager(app)
 

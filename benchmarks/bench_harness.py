@@ -371,33 +371,3 @@ def count_queries(engines: Sequence[Engine], readers: Sequence[Any] = ()) -> Ite
             event.remove(engine, "before_cursor_execute", before_cursor_execute)
         for reader in readers:
             reader.unlisten(seen)
-
-
-# -- output -----------------------------------------------------------------------------
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table; numeric-looking columns right-aligned."""
-    materialised = [list(r) for r in rows]
-    align = []
-    for i, _ in enumerate(header):
-        cells = [r[i] for r in materialised if i < len(r)]
-        numeric = bool(cells) and all(_looks_numeric(c) for c in cells)
-        align.append("---:" if numeric else ":---")
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines.extend("| " + " | ".join(r) + " |" for r in materialised)
-    return "\n".join(lines)
-
-
-def _looks_numeric(cell: str) -> bool:
-    stripped = cell.strip().rstrip("x%sµ").replace(",", "")
-    stripped = stripped.replace(".", "").replace(" ", "").replace("-", "").lstrip("+")
-    return stripped.isdigit() or cell.strip() in ("", "—", "n/a")
-
-
-def fmt_us(value: float) -> str:
-    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
-
-
-def fmt_ratio(value: float) -> str:
-    return f"{value:.2f}x"

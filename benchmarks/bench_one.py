@@ -11,6 +11,7 @@ the per-request table on a noisy machine.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -18,8 +19,13 @@ from pathlib import Path
 
 import bench_apps
 import bench_guardian
+import bench_redis
 from bench_guardian import NO_FLASK_KEY
 from bench_harness import Target, run_batch
+
+#: The Redis rows' server (``run.py`` passes ``--redis`` on) and this process's key prefix.
+REDIS_URL = os.environ.get("GUARDIAN_BENCH_REDIS", bench_redis.DEFAULT_URL)
+PREFIX = bench_redis.run_prefix()
 
 #: A cookie of the shape the guardian database strategy issues, for the bare rows.
 COOKIE = "guardian=" + "A" * 43
@@ -37,6 +43,11 @@ def _guardian(strategy: str, extra: dict[str, object]) -> Callable[[Path], Targe
         return ga.target(strategy)
 
     return build
+
+
+def _guardian_redis(extra: dict[str, object]) -> Callable[[Path], Target]:
+    store = {"GUARDIAN_REDIS_URL": REDIS_URL, "GUARDIAN_REDIS_PREFIX": PREFIX + "g:"}
+    return _guardian("redis", {**store, **extra})
 
 
 def _flask_login(tmp: Path) -> Target:
@@ -61,19 +72,36 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
     ),
     "flask-guardian jwt (SQLite registry)": _guardian("jwt", {}),
     "flask-guardian database, SQLite": _guardian("database", {}),
+    bench_redis.REDIS_FLOOR: lambda tmp: bench_redis.redis_floor_target(
+        REDIS_URL, PREFIX, keyed=False
+    ),
+    bench_redis.REDIS_FLOOR_KEYED: lambda tmp: bench_redis.redis_floor_target(
+        REDIS_URL, PREFIX, keyed=True
+    ),
+    bench_redis.FLASK_SESSION: lambda tmp: bench_redis.flask_session_target(
+        REDIS_URL, PREFIX, f"sqlite:///{tmp / 'login.sqlite'}"
+    ),
+    "flask-guardian redis": _guardian_redis({}),
+    "flask-guardian redis, app without Flask SECRET_KEY": _guardian_redis(NO_FLASK_KEY),
 }
+#: The targets that need a Redis server.
+REDIS_TARGETS = frozenset(name for name in TARGETS if "redis" in name.lower())
 
 
 def main(argv: list[str]) -> int:
     name, requests = argv[0], int(argv[1])
-    with tempfile.TemporaryDirectory(prefix="guardian-bench-one-") as tmp:
-        target = TARGETS[name](Path(tmp))
-        run_batch(target, 200)  # warm-up: caches filled, any first-request work done
-        if requests:
-            batch = run_batch(target, requests)
-            if set(batch.statuses) != {target.expect_status}:
-                print(f"unexpected statuses {batch.statuses}", file=sys.stderr)
-                return 1
+    try:
+        with tempfile.TemporaryDirectory(prefix="guardian-bench-one-") as tmp:
+            target = TARGETS[name](Path(tmp))
+            run_batch(target, 200)  # warm-up: caches filled, any first-request work done
+            if requests:
+                batch = run_batch(target, requests)
+                if set(batch.statuses) != {target.expect_status}:
+                    print(f"unexpected statuses {batch.statuses}", file=sys.stderr)
+                    return 1
+    finally:
+        if name in REDIS_TARGETS:
+            bench_redis.delete_keys(REDIS_URL, PREFIX)
     return 0
 
 

@@ -80,6 +80,7 @@ def drop_schema(pg: Postgres) -> None:
 SESSION_COLUMNS = (
     "id",
     "user_id",
+    "user_uniquifier",
     "token_hash",
     "strategy",
     "created_at",
@@ -93,10 +94,17 @@ SESSION_COLUMNS = (
 
 
 def session_rows(
-    count: int, *, user_id: int, tag: str, expired: bool, start: int = 0, aware: bool = False
+    count: int,
+    *,
+    user: tuple[int, str],
+    tag: str,
+    expired: bool,
+    start: int = 0,
+    aware: bool = False,
 ) -> Iterator[tuple[Any, ...]]:
     """Rows for ``guardian_sessions`` (columns :data:`SESSION_COLUMNS`): database-strategy
-    sessions with unique token digests, either live for a day or expired a day ago.
+    sessions of ``user`` (its id and uniquifier) with unique token digests, either live
+    for a day or expired a day ago.
 
     Times are naive UTC, as the table stores them (for ``COPY``, which bypasses the
     model's column type), or timezone-aware with ``aware`` (for inserts through
@@ -111,11 +119,13 @@ def session_rows(
         created, seen = now - timedelta(hours=1), now - timedelta(minutes=1)
         expires, absolute = now + timedelta(days=1), now + timedelta(days=1)
     agent = "Mozilla/5.0 (X11; Linux x86_64) benchmark"
+    user_id, uniquifier = user
     for i in range(start, start + count):
         key = f"{tag}-{i}".encode()
         yield (
             hashlib.blake2b(key, digest_size=16).hexdigest()[:22],
             user_id,
+            uniquifier,
             hashlib.sha256(key).hexdigest(),
             "database",
             created,

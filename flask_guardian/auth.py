@@ -133,19 +133,22 @@ def _client_ip() -> str:
 @_bounded
 def sign_in(
     provider: str, *, email: object = None, password: object = None,
-    redirect_url: object = None, login: object = None,
+    redirect_url: object = None, login: object = None, remember: bool = False,
 ) -> SignInResult:
     """Sign a user in with ``provider="credentials"``: ``email`` (or ``login``, the same
     thing under the name a username form uses) is matched against ``GUARDIAN_LOGIN_FIELDS``.
     On success a new session is issued (any session the request carried ends first: no
-    fixation) and the cookie is set on this request's response. Failures give a generic
-    code; the reason goes to the ``sign_in_failed`` signal."""
+    fixation) and the cookie is set on this request's response. ``remember`` ("remember
+    me") makes the cookie outlive the browser and gives the session the
+    ``GUARDIAN_REMEMBER_*`` lifetimes. Failures give a generic code; the reason goes to the
+    ``sign_in_failed`` signal."""
     if provider != "credentials":
         raise ValueError(f"unknown sign-in provider {provider!r}; expected 'credentials'")
     state = _state()
     target = safe_redirect(redirect_url, state.settings.default_redirect)
     identifier = login if login is not None else email
-    checked = _check_credentials(state, identifier, password, start=True)
+    checked = _check_credentials(state, identifier, password, start=True,
+                                 remember=remember is True)
     return SignInResult(checked.error is None, checked.error, checked.session, target,
                         checked.retry_after)
 
@@ -168,7 +171,7 @@ def check_credentials(state: AppState, identifier: object, password: object) -> 
 
 
 def _check_credentials(state: AppState, identifier: object, password: object, *,
-                       start: bool) -> Checked:
+                       start: bool, remember: bool = False) -> Checked:
     """Count the attempt per identifier and per address and commit the counts before
     any password is checked (parallel guesses cannot pass the limit), refuse past either
     limit whatever the password, check it (one hash, whatever the outcome) and, on
@@ -193,7 +196,7 @@ def _check_credentials(state: AppState, identifier: object, password: object, *,
     carried = g.get("session") if has_request_context() else None
     try:
         return _check(state, identifier, password, normalized, ip, (attempts, from_ip),
-                      (id_key, ip_key), start)
+                      (id_key, ip_key), start, remember)
     except Exception as exc:
         if not is_storage_error(exc):
             raise
@@ -208,7 +211,8 @@ def _check_credentials(state: AppState, identifier: object, password: object, *,
 
 
 def _check(state: AppState, identifier: object, password: object, normalized: str, ip: str,
-           counted: tuple[Attempts, Attempts], keys: tuple[str, str], start: bool) -> Checked:
+           counted: tuple[Attempts, Attempts], keys: tuple[str, str], start: bool,
+           remember: bool = False) -> Checked:
     """The part of :func:`_check_credentials` after the attempt is counted."""
     settings = state.settings
     db_session = state.db.session
@@ -232,7 +236,7 @@ def _check(state: AppState, identifier: object, password: object, normalized: st
     if not start:
         db_session.commit()
         return Checked(user, None)
-    return Checked(user, None, None, begin_session(state, user, "password"))
+    return Checked(user, None, None, begin_session(state, user, "password", remember=remember))
 
 
 def begin_session(state: AppState, user: Any, method: str, *, remember: bool = False
@@ -265,7 +269,7 @@ def start_session(state: AppState, user: Any, auth_time: Any = None, *,
     CSRF seed). Does not commit. ``remember`` is the remember-me choice (SPEC §9), handed
     on to the lifetimes."""
     info = RequestInfo.from_request(request if has_request_context() else None)
-    session, token = state.strategy.issue(user, info, auth_time=auth_time)
+    session, token = state.strategy.issue(user, info, auth_time=auth_time, remember=remember)
     if has_request_context():
         g.session = session
         outgoing().send_token(token)

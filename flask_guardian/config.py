@@ -46,6 +46,10 @@ DEFAULTS: dict[str, Any] = {
     "GUARDIAN_SESSION_MAX_AGE": 12 * 3600,
     # ... or after 30 minutes without a request.
     "GUARDIAN_SESSION_IDLE_TIMEOUT": 30 * 60,
+    # "Remember me": a cookie that outlives the browser, a session of up to 30 days that
+    # ends after 7 days without a request (a persistent session still needs an idle bound).
+    "GUARDIAN_REMEMBER_MAX_AGE": 30 * 24 * 3600,
+    "GUARDIAN_REMEMBER_IDLE_TIMEOUT": 7 * 24 * 3600,
     # Refresh (last seen, idle deadline, re-issued JWT) at most every 5 minutes, so an
     # ordinary request writes nothing.
     "GUARDIAN_SESSION_UPDATE_AGE": 5 * 60,
@@ -160,6 +164,9 @@ class Settings:
     db_statement_timeout: float | None = 2.0
     login_fields: tuple[str, ...] = ("email",)
     signin_view: str | None = None
+    #: The lifetimes of a session signed in with "remember me".
+    remember_max_age: int = 30 * 24 * 3600
+    remember_idle_timeout: int = 7 * 24 * 3600
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -352,6 +359,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
             config.get("GUARDIAN_LOGIN_FIELDS", DEFAULTS["GUARDIAN_LOGIN_FIELDS"])),
         signin_view=read_signin_view(config.get("GUARDIAN_SIGNIN_VIEW"),
                                      config.get("GUARDIAN_PROTECTED_ROUTES") or {}),
+        remember_max_age=read_duration(values, "GUARDIAN_REMEMBER_MAX_AGE", minimum=60),
+        remember_idle_timeout=read_duration(values, "GUARDIAN_REMEMBER_IDLE_TIMEOUT",
+                                            minimum=max(60, update_age + 1)),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

@@ -4,7 +4,15 @@ Deliberately small: it names the common browsers and systems and falls back to
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 _BROWSERS = (
+    # On iOS every browser is WebKit and says "Safari"; Chrome, Firefox and Edge there add a
+    # marker of their own, checked first.
+    ("EdgiOS/", "Edge"),
+    ("CriOS/", "Chrome"),
+    ("FxiOS/", "Firefox"),
     ("Edg/", "Edge"),
     ("OPR/", "Opera"),
     ("Firefox/", "Firefox"),
@@ -36,3 +44,12 @@ def describe_user_agent(user_agent: str | None) -> str:
     if browser and system:
         return f"{browser} on {system}"
     return browser or system or "Unknown device"
+
+
+S = TypeVar("S")
+
+
+def current_first(sessions: Iterable[S]) -> list[S]:
+    """The device list in the order people look for it: this device first, then the
+    others as they came (most recent activity first). Each item has a ``current`` flag."""
+    return sorted(sessions, key=lambda s: not getattr(s, "current", False))  # stable

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     event,
+    false,
     literal_column,
     null,
 )
@@ -287,6 +288,11 @@ def build_models(db: Any, user_model: Any | None) -> Models:
         expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
         absolute_expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
         revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+        # Signed in with "remember me": the GUARDIAN_REMEMBER_* lifetimes apply. The server
+        # default fills the rows of a table that existed before the column.
+        remember: Mapped[bool] = mapped_column(
+            Boolean, nullable=False, default=False, server_default=false()
+        )
         ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
         user_agent: Mapped[str | None] = mapped_column(
             String(USER_AGENT_MAX_LENGTH), nullable=True

@@ -31,6 +31,7 @@ from .protection import check_access, match_rule
 from .session import Session
 from .state import AppState
 from .storage import is_storage_error, rollback_quietly, unavailable
+from .strategies.base import ENDED_COOKIE_AGE, ENDED_COOKIE_SUFFIX, ENDED_MARK
 
 
 def make_before_request(state: AppState) -> Callable[[], None]:
@@ -92,6 +93,8 @@ def _outage(state: AppState, exc: Exception, endpoint: str | None,
 def make_after_request(state: AppState) -> Callable[[Response], Response]:
     settings = state.settings
     strategy = state.strategy
+    remember_age = timedelta(seconds=settings.remember_max_age)
+    ended_cookie = settings.cookie_name + ENDED_COOKIE_SUFFIX
 
     def write_cookies(response: Response) -> Response:
         values = namespace()
@@ -114,14 +117,19 @@ def make_after_request(state: AppState) -> Callable[[Response], Response]:
         }
         if out.clear:
             response.delete_cookie(settings.cookie_name, **attrs)
+            ended: str | None = request.environ.get(ENDED_MARK)
+            if ended is not None:  # why it died, for the sign-in page to say
+                response.set_cookie(ended_cookie, ended, max_age=ENDED_COOKIE_AGE, **attrs)
         elif out.token is not None and strategy.sent_by_header(request):
             # A bearer client keeps its token itself: a refreshed one goes in a header.
             response.headers["X-Guardian-Token"] = out.token
         elif out.token is not None:
             session: Session | None = values.get("session")
+            # A browser-session cookie (no Expires) unless "remember me": then the absolute
+            # deadline, never the idle one (the database strategy never re-sends it).
             expires: datetime | None = None
-            if session is not None:
-                expires = session.auth_time + timedelta(seconds=settings.max_age)
+            if session is not None and session.remember:
+                expires = session.auth_time + remember_age
             response.set_cookie(settings.cookie_name, out.token, expires=expires, **attrs)
         if out.csrf_seed is not None:
             response.set_cookie(settings.csrf_cookie_name, out.csrf_seed, **attrs)

@@ -40,6 +40,9 @@ class Session:
     strategy: str
     #: When the user authenticated (sign-in time), timezone-aware UTC.
     auth_time: datetime
+    #: Signed in with "remember me": the cookie outlives the browser and the session has
+    #: the ``GUARDIAN_REMEMBER_*`` lifetimes.
+    remember: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """``{"user": {...}, "expires": "<ISO 8601>"}``, the body of ``GET /auth/session``."""

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 
 from .auth import revoke, revoke_user, sign_in, sign_out
+from .devices import current_first
 from .errors import (
     AuthError,
     BadRequest,
@@ -23,6 +24,7 @@ from .redirects import current_path, safe_redirect
 from .signin_view import signin_url
 from .state import get_state
 from .storage import translate
+from .strategies.base import ENDED_COOKIE_SUFFIX, ENDED_MARK
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
 
@@ -58,6 +60,27 @@ def _field(data: dict[str, Any], name: str, *, required: bool = True) -> str | N
     if not isinstance(value, str):
         raise BadRequest(f"'{name}' must be a string.")
     return value
+
+
+_TRUE, _FALSE = ("on", "1", "true", "yes"), ("", "0", "false", "off", "no")
+
+
+def _remember(data: dict[str, Any]) -> bool:
+    """The "remember me" choice: JSON ``true``/``false`` (or absent), a form checkbox."""
+    value = data.get("remember")
+    if value is None or isinstance(value, bool):
+        return value is True
+    if not request.is_json and isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise BadRequest("'remember' must be true or false.")
+
+
+def _ended_reason() -> str | None:
+    """Why the last session of this browser ended ("expired" or "revoked"), if this request
+    found its cookie dead or an earlier one left the short-lived note; consumed here."""
+    reason = request.environ.pop(ENDED_MARK, None) or request.cookies.get(
+        get_state().settings.cookie_name + ENDED_COOKIE_SUFFIX)
+    return reason if reason in ("expired", "revoked") else None
 
 
 def _check_csrf(data: dict[str, Any] | None = None, *, always: bool = False) -> None:
@@ -103,8 +126,17 @@ def signin_page() -> Any:
     except UnicodeDecodeError:  # Werkzeug decodes the query strictly: not ours to guess
         asked = None
     target = safe_redirect(asked, state.settings.default_redirect)
-    return render_template("guardian/signin.html", redirect_url=target, error=None, email="",
-                           login_label=_login_label())
+    ended = _ended_reason()
+    response = Response(render_template("guardian/signin.html", redirect_url=target,
+                                        error=None, email="", ended=ended,
+                                        login_label=_login_label()))
+    if ended is not None:  # said once
+        settings = state.settings
+        response.delete_cookie(settings.cookie_name + ENDED_COOKIE_SUFFIX,
+                               path=settings.cookie_path, domain=settings.cookie_domain,
+                               secure=settings.cookie_secure, httponly=True,
+                               samesite=settings.cookie_samesite)
+    return response
 
 
 def _login_label() -> str:
@@ -130,7 +162,9 @@ def signin() -> Any:
     email = _field(data, "login" if data.get("login") is not None else "email")
     password = _field(data, "password")
     redirect_url = _redirect_field(data)
-    result = sign_in("credentials", email=email, password=password, redirect_url=redirect_url)
+    remember = _remember(data)
+    result = sign_in("credentials", email=email, password=password, redirect_url=redirect_url,
+                     remember=remember)
     status = 429 if result.error == "too_many_attempts" else 401
     # RFC 9110: a 429 says when to come back.
     headers = {"Retry-After": str(result.retry_after)} if result.retry_after else {}
@@ -155,6 +189,7 @@ def signin() -> Any:
         render_template(
             "guardian/signin.html", redirect_url=result.redirect_url, error=message,
             email=email if email and len(email) <= 320 else "", login_label=_login_label(),
+            remember=remember,
         ),
         status,
         headers,
@@ -197,7 +232,7 @@ def csrf_json() -> Any:
 def sessions_page() -> Any:
     state = get_state()
     current = g.session
-    sessions = state.strategy.list(current.user.id, current.id)
+    sessions = current_first(state.strategy.list(current.user.id, current.id))
     if wants_json():
         return jsonify(sessions=[s.to_dict() for s in sessions])
     return render_template("guardian/sessions.html", sessions=sessions)

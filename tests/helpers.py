@@ -209,13 +209,16 @@ def csrf_token(client: Any) -> str:
 
 def sign_in(
     client: Any, email: str, password: str, *, json: bool = False, redirect_url: str | None = None,
-    **headers: str,
+    remember: bool = False, **headers: str,
 ) -> Any:
-    """POST /auth/signin as a browser form (or JSON), with a valid CSRF token."""
+    """POST /auth/signin as a browser form (or JSON), with a valid CSRF token; ``remember``
+    ticks "remember me"."""
     token = csrf_token(client)
     data: dict[str, Any] = {"email": email, "password": password, "csrf_token": token}
     if redirect_url is not None:
         data["redirectUrl"] = redirect_url
+    if remember:
+        data["remember"] = True if json else "1"
     if json:
         return client.post("/auth/signin", json=data, headers=headers)
     return client.post("/auth/signin", data=data, headers=headers)

@@ -68,20 +68,20 @@ def test_clearing_repeats_domain_path_and_samesite(make_app: AppFactory) -> None
     assert "secure" not in set_attrs  # GUARDIAN_COOKIE_SECURE=False in the test config
 
 
-def test_cookie_expires_at_sign_in_time_plus_the_absolute_lifetime(
+def test_remembered_cookie_expires_at_sign_in_time_plus_the_remember_lifetime(
     make_app: AppFactory, strategy: str
 ) -> None:
-    """The cookie's Expires is the absolute deadline (sign-in time plus
-    GUARDIAN_SESSION_MAX_AGE), never the idle deadline: the database strategy does not
+    """With "remember me" the cookie's Expires is the absolute deadline (sign-in time plus
+    GUARDIAN_REMEMBER_MAX_AGE), never the idle deadline: the database strategy does not
     set the cookie again on activity, so a browser would drop an active user's cookie at
     the first idle deadline. A re-issued cookie (jwt refresh) keeps the same Expires."""
-    app = make_app(GUARDIAN_SESSION_MAX_AGE=3600, GUARDIAN_SESSION_IDLE_TIMEOUT=600,
+    app = make_app(GUARDIAN_REMEMBER_MAX_AGE=3600, GUARDIAN_REMEMBER_IDLE_TIMEOUT=600,
                    GUARDIAN_SESSION_UPDATE_AGE=60)
     client = app.test_client()
     signed_in_at = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)  # a whole second
     absolute = signed_in_at + timedelta(seconds=3600)
     with time_machine.travel(signed_in_at, tick=False) as clock:
-        response = sign_in(client, *USER)
+        response = sign_in(client, *USER, remember=True)
         (header,) = set_cookie_headers(response, "guardian")
         assert parse_date(cookie_attributes(header)["expires"]) == absolute
         # Active past the first idle deadline, refreshed on the way: Expires stays put.
@@ -95,6 +95,28 @@ def test_cookie_expires_at_sign_in_time_plus_the_absolute_lifetime(
                 reissued += 1
         if strategy == "jwt":
             assert reissued == 3  # each refresh re-issues the token, and so the cookie
+
+
+def test_cookie_without_remember_me_ends_with_the_browser(
+    make_app: AppFactory, strategy: str
+) -> None:
+    """Without "remember me" the cookie has neither Expires nor Max-Age (a browser-session
+    cookie), on sign-in and on every re-issue (jwt refresh)."""
+    app = make_app(GUARDIAN_SESSION_IDLE_TIMEOUT=600, GUARDIAN_SESSION_UPDATE_AGE=60)
+    client = app.test_client()
+    signed_in_at = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
+    with time_machine.travel(signed_in_at, tick=False) as clock:
+        headers = set_cookie_headers(sign_in(client, *USER), "guardian")
+        for minutes in (2, 4):
+            clock.move_to(signed_in_at + timedelta(minutes=minutes))
+            response = client.get("/dashboard")
+            assert response.status_code == 200
+            headers += set_cookie_headers(response, "guardian")
+    assert len(headers) == (3 if strategy == "jwt" else 1)
+    for header in headers:
+        attrs = cookie_attributes(header)
+        assert attrs["__value__"]
+        assert "expires" not in attrs and "max-age" not in attrs, header
 
 
 def test_auth_responses_are_not_cached(client: Any) -> None:

@@ -115,6 +115,22 @@ def parse_time(value: str) -> datetime:
             " Chrome/126.0.0.0 Safari/537.36 Edg/126.0.0.0",
             "Edge on macOS",
         ),
+        # iOS: every browser is WebKit and says Safari; its own marker names it.
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15"
+            " (KHTML, like Gecko) CriOS/126.0.6478.54 Mobile/15E148 Safari/604.1",
+            "Chrome on iPhone",
+        ),
+        (
+            "Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X) AppleWebKit/605.1.15"
+            " (KHTML, like Gecko) FxiOS/127.0 Mobile/15E148 Safari/605.1.15",
+            "Firefox on iPad",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15"
+            " (KHTML, like Gecko) Version/17.0 EdgiOS/126.2592.56 Mobile/15E148 Safari/605.1.15",
+            "Edge on iPhone",
+        ),
         ("curl/8.5.0", "curl"),
         ("", "Unknown device"),
         (None, "Unknown device"),
@@ -207,7 +223,7 @@ def test_sessions_html_shows_each_device_with_times_address_and_current(app: Fla
             assert any(text in page for text in shown), f"{key} of {entry['id']} not shown"
 
 
-def test_sessions_are_listed_by_latest_activity_and_expired_ones_drop_out(
+def test_sessions_are_listed_current_first_then_by_latest_activity_and_expired_ones_drop_out(
     make_app: AppFactory,
 ) -> None:
     app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
@@ -215,15 +231,32 @@ def test_sessions_are_listed_by_latest_activity_and_expired_ones_drop_out(
         firefox = signed_in_device(app, FIREFOX_LINUX)
         traveller.shift(timedelta(seconds=10))
         iphone = signed_in_device(app, SAFARI_IPHONE)
-        assert [s["device"] for s in listed(firefox)] == ["Safari on iPhone", "Firefox on Linux"]
+        traveller.shift(timedelta(seconds=10))
+        chrome = signed_in_device(app, CHROME_WINDOWS)
+        # This device first, though it is the one least recently active; then the others.
+        assert [s["device"] for s in listed(firefox)] == [
+            "Firefox on Linux", "Chrome on Windows", "Safari on iPhone"]
+        assert [s["current"] for s in listed(firefox)] == [True, False, False]
 
         traveller.shift(timedelta(minutes=20))
-        assert firefox.get("/dashboard").status_code == 200  # activity refreshes last seen
-        assert [s["device"] for s in listed(firefox)] == ["Firefox on Linux", "Safari on iPhone"]
+        assert iphone.get("/dashboard").status_code == 200  # activity refreshes last seen
+        assert [s["device"] for s in listed(firefox)] == [
+            "Firefox on Linux", "Safari on iPhone", "Chrome on Windows"]
+        # (that listing was Firefox's activity: it refreshed Firefox's last seen)
+        assert [s["device"] for s in listed(iphone)] == [
+            "Safari on iPhone", "Firefox on Linux", "Chrome on Windows"]
 
-        traveller.shift(timedelta(minutes=15))  # the iPhone has been idle for 35 minutes
-        assert [s["device"] for s in listed(firefox)] == ["Firefox on Linux"]
-        assert not is_signed_in(iphone)
+        traveller.shift(timedelta(minutes=11))  # Chrome idle for over 31 minutes
+        assert [s["device"] for s in listed(iphone)] == ["Safari on iPhone", "Firefox on Linux"]
+        assert not is_signed_in(chrome)
+
+
+def test_sessions_page_puts_this_device_first(app: Flask) -> None:
+    iphone = signed_in_device(app, SAFARI_IPHONE)
+    signed_in_device(app, FIREFOX_LINUX)  # signed in later: more recent activity
+    page = iphone.get("/auth/sessions", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert page.index("This device") < page.index("Firefox on Linux")
+    assert page.index("Safari on iPhone") < page.index("Firefox on Linux")
 
 
 def test_sessions_page_needs_a_signed_in_user(client: Any) -> None:

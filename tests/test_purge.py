@@ -161,7 +161,10 @@ def test_purge_removes_revocations_once_no_token_can_be_valid(
     assert revocations == (3 if strategy == "jwt" else 0)
     assert purge(app, batch_size=2) == 3  # the three ended sessions
     assert count(app, "revocation") == revocations  # still needed: tokens could be live
-    clock.shift(timedelta(hours=12, seconds=1))  # past GUARDIAN_SESSION_MAX_AGE
+    clock.shift(timedelta(hours=12, seconds=1))  # past GUARDIAN_SESSION_MAX_AGE ...
+    assert count(app, "revocation") == revocations  # ... a remembered token may live on
+    assert purge(app, batch_size=2) == 0
+    clock.shift(timedelta(days=30))  # past GUARDIAN_REMEMBER_MAX_AGE, the longest
     assert purge(app, batch_size=2) == revocations
     assert count(app, "revocation") == 0
 

@@ -47,6 +47,17 @@ class Loaded(NamedTuple):
     token: str | None = None
 
 
+#: Set in the WSGI environ by :meth:`SessionStrategy.load` when it refuses a credential
+#: whose session it knows ended: ``"expired"`` (past its deadline) or ``"revoked"`` (ended
+#: by a sign-out elsewhere, the device list, a password change...). Read only when the dead
+#: cookie is cleared, so the sign-in page can say why.
+ENDED_MARK = "guardian.ended"
+#: The reason goes to the sign-in page in a short-lived cookie named after the session
+#: cookie with this suffix (a redirect follows at once; the page reads and deletes it).
+ENDED_COOKIE_SUFFIX = "-ended"
+ENDED_COOKIE_AGE = 300
+
+
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
     """What the registry records about the client that signed in."""
@@ -141,6 +152,13 @@ class SessionStrategy(ABC):
         self.check_client = ClientMonitor(self).check
         self._cookie_name = state.settings.cookie_name
         self._token_max_length = state.settings.token_max_length
+        st = state.settings
+        #: ``remember`` -> (absolute lifetime, idle timeout).
+        self._lifetimes = {
+            False: (timedelta(seconds=st.max_age), timedelta(seconds=st.idle_timeout)),
+            True: (timedelta(seconds=st.remember_max_age),
+                   timedelta(seconds=st.remember_idle_timeout)),
+        }
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -178,10 +196,12 @@ class SessionStrategy(ABC):
         info: RequestInfo,
         *,
         auth_time: datetime | None = None,
+        remember: bool = False,
     ) -> tuple[Session, str]:
         """Start a session for ``user`` (store it) and return it with the token for the
         cookie. ``auth_time`` keeps the absolute deadline when a session is
-        rotated rather than newly signed in."""
+        rotated rather than newly signed in; ``remember`` gives it the
+        ``GUARDIAN_REMEMBER_*`` lifetimes (:meth:`deadlines`)."""
 
     @abstractmethod
     def revoke(self, session_ids: Iterable[str], user_id: int | None = None) -> list[str]:
@@ -220,10 +240,21 @@ class SessionStrategy(ABC):
         """The snapshot of ``user`` a session carries (id, email, name, role)."""
         return SessionUser(user.id, user.email, user.name, user.role)
 
-    def deadlines(self, now: datetime, auth_time: datetime) -> tuple[datetime, datetime]:
-        """``(expires, absolute)``: the idle deadline capped by the absolute one."""
-        absolute = auth_time + timedelta(seconds=self.settings.max_age)
-        return min(now + timedelta(seconds=self.settings.idle_timeout), absolute), absolute
+    def deadlines(
+        self, now: datetime, auth_time: datetime, remember: bool = False,
+        absolute: datetime | None = None,
+    ) -> tuple[datetime, datetime]:
+        """``(expires, absolute)``: the idle deadline capped by the absolute one, with the
+        "remember me" lifetimes when ``remember``. A refresh passes the ``absolute``
+        deadline stored at sign-in, which activity never moves."""
+        max_age, idle = self._lifetimes[remember]
+        if absolute is None:
+            absolute = auth_time + max_age
+        return min(now + idle, absolute), absolute
+
+    def ended(self, request: Request, reason: str) -> None:
+        """Note why the credential of ``request`` is dead (:data:`ENDED_MARK`)."""
+        request.environ[ENDED_MARK] = reason
 
 
 def sha256_hex(value: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from flask import Request
@@ -53,7 +53,7 @@ class DatabaseStrategy(RegistryStrategy):
             select(
                 s.c.id, s.c.user_id, s.c.created_at, s.c.last_seen_at, s.c.expires_at,
                 s.c.absolute_expires_at, s.c.ip, s.c.user_agent,
-                u.c.email, *profile_columns(u),
+                u.c.email, *profile_columns(u), s.c.remember,
             )
             .select_from(s.join(u, bound_to_user(s, u)))
             .where(
@@ -69,7 +69,6 @@ class DatabaseStrategy(RegistryStrategy):
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None))
             .values(last_seen_at=bindparam("now"), expires_at=bindparam("expires"))
         )
-        self._idle = timedelta(seconds=self.settings.idle_timeout)
         self._known: dict[Any, _Known] = {}
 
     def load(self, token: str, request: Request) -> Loaded | None:
@@ -77,6 +76,8 @@ class DatabaseStrategy(RegistryStrategy):
             return None  # cannot be a token we issued: no query
         row = self.reader.first_value(sha256_hex(token))
         if row is None:
+            # Revoked rows lose their token hash: ended (or never ours, or purged).
+            self.ended(request, "revoked")
             return None
         known = self._known.get(row)
         if known is None:
@@ -84,6 +85,7 @@ class DatabaseStrategy(RegistryStrategy):
         loaded, expires_at, refresh_at, ip, signed_agent = known
         now = time.time()
         if expires_at <= now:
+            self.ended(request, "expired")
             return None
         session = loaded.session
         if now >= refresh_at:
@@ -104,10 +106,10 @@ class DatabaseStrategy(RegistryStrategy):
         every request until its next refresh, so the parsing and the objects are kept
         (keyed by the whole row, so any change to it is a new entry; bounded)."""
         (sid, user_id, created, last_seen, expires, _absolute, ip, signed_agent,
-         email, name, role) = row
+         email, name, role, remember) = row
         expires = as_utc(expires)
         session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
-                          as_utc(created))
+                          as_utc(created), bool(remember))
         refresh_at = as_utc(last_seen).timestamp() + self.settings.update_age
         known = _Known(Loaded(session), expires.timestamp(), refresh_at, ip, signed_agent)
         if len(self._known) >= _KNOWN_MAX:
@@ -118,12 +120,13 @@ class DatabaseStrategy(RegistryStrategy):
     def _refresh(self, session: Session, row: Any) -> Session:
         """Move the idle deadline on (capped by the absolute one): one UPDATE, committed."""
         now = utcnow()
-        expires = min(now + self._idle, as_utc(row[5]))
+        expires, _ = self.deadlines(now, session.auth_time, session.remember, as_utc(row[5]))
         with bounded(self.settings.db_statement_timeout):  # a stall: a 503, not a hang
             self.db.session.execute(self._touch, {"sid": session.id, "now": now,
                                                   "expires": expires})
             self.db.session.commit()
-        return Session(session.id, session.user, expires, self.name, session.auth_time)
+        return Session(session.id, session.user, expires, self.name, session.auth_time,
+                       session.remember)
 
     def issue(
         self,
@@ -131,10 +134,14 @@ class DatabaseStrategy(RegistryStrategy):
         info: RequestInfo,
         *,
         auth_time: datetime | None = None,
+        remember: bool = False,
     ) -> tuple[Session, str]:
         token = secrets.token_urlsafe(32)
         now = utcnow()
         session_id = new_session_id()
         auth_time = auth_time or now
-        expires, _ = self.insert_record(user, info, session_id, sha256_hex(token), now, auth_time)
-        return Session(session_id, self.session_user(user), expires, self.name, auth_time), token
+        expires, _ = self.insert_record(user, info, session_id, sha256_hex(token), now, auth_time,
+                                        remember)
+        session = Session(session_id, self.session_user(user), expires, self.name, auth_time,
+                          remember)
+        return session, token

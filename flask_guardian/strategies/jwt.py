@@ -23,7 +23,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import jwt
@@ -120,6 +120,7 @@ class JWTStrategy(RevocationFeedStrategy):
             select(
                 s.c.created_at, s.c.expires_at, s.c.absolute_expires_at, s.c.ip,
                 s.c.user_agent, u.c.id, u.c.email, *profile_columns(u), u.c.session_version,
+                s.c.remember,
             )
             .select_from(s.join(u, bound_to_user(s, u)))
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None), u.c.is_active.is_(True))
@@ -163,10 +164,12 @@ class JWTStrategy(RevocationFeedStrategy):
                                   "jwt revocation check")
         if entry.exp <= now:
             self._cache.pop(token, None)
+            self.ended(request, "expired")
             return None
         loaded = entry.loaded
         session = loaded.session
         if session.id in self._revoked:
+            self.ended(request, "revoked")
             return None
         version = self._versions.get(session.user.id)
         if (version is not None and entry.ver < version) or (
@@ -208,7 +211,10 @@ class JWTStrategy(RevocationFeedStrategy):
             )
             sid, ver, uah = claims["sid"], claims["ver"], claims["uah"]
             exp, iat, auth_time = claims["exp"], claims["iat"], claims["auth_time"]
-            ipn = claims.get("ipn")
+            ipn, remember = claims.get("ipn"), claims.get("rem", False)
+        except jwt.ExpiredSignatureError:  # raised only once the signature checked out
+            self.ended(request, "expired")
+            return None
         except (jwt.PyJWTError, KeyError, ValueError, TypeError, OverflowError):
             return None
         if not (
@@ -216,6 +222,7 @@ class JWTStrategy(RevocationFeedStrategy):
             and isinstance(user.email, str) and isinstance(user.role, str)
             and isinstance(user.name, (str, type(None))) and isinstance(ipn, (str, type(None)))
             and isinstance(auth_time, int) and isinstance(exp, int) and isinstance(iat, int)
+            and isinstance(remember, bool)
         ):
             return None
         try:
@@ -223,7 +230,7 @@ class JWTStrategy(RevocationFeedStrategy):
             signed_in = datetime.fromtimestamp(auth_time, UTC)
         except (OverflowError, OSError, ValueError):
             return None
-        session = Session(sid, user, expires, self.name, signed_in)
+        session = Session(sid, user, expires, self.name, signed_in, remember)
         # The agent is compared on first use too: a stolen token is checked at once.
         entry = _Verified(session, float(exp), float(iat), ver, uah, ipn, _UNCHECKED)
         self._remember(token, entry)
@@ -241,7 +248,8 @@ class JWTStrategy(RevocationFeedStrategy):
     # -- issuing and refreshing ------------------------------------------------------
 
     def _encode(self, session_id: str, user: SessionUser, version: int, auth_time: datetime,
-                expires: datetime, agent: str | None, ip: str | None) -> tuple[str, int]:
+                expires: datetime, agent: str | None, ip: str | None,
+                remember: bool = False) -> tuple[str, int]:
         """A signed token and its ``iat``."""
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -262,6 +270,8 @@ class JWTStrategy(RevocationFeedStrategy):
         }
         if self.settings.monitor_ip_network:
             claims["ipn"] = ip_network(ip)
+        if remember:  # absent otherwise: an ordinary token stays as it was
+            claims["rem"] = True
         token = jwt.encode(
             claims, self._signing_key, algorithm=self.settings.jwt_algorithm,
             headers=self._headers,
@@ -274,15 +284,16 @@ class JWTStrategy(RevocationFeedStrategy):
         info: RequestInfo,
         *,
         auth_time: datetime | None = None,
+        remember: bool = False,
     ) -> tuple[Session, str]:
         now = utcnow().replace(microsecond=0)  # JWT times are whole seconds
         session_id = new_session_id()
         auth_time = (auth_time or now).replace(microsecond=0)
-        expires, _ = self.insert_record(user, info, session_id, None, now, auth_time)
+        expires, _ = self.insert_record(user, info, session_id, None, now, auth_time, remember)
         session_user = self.session_user(user)
         token, _ = self._encode(session_id, session_user, user.session_version or 0, auth_time,
-                             expires, info.user_agent, info.ip)
-        return Session(session_id, session_user, expires, self.name, auth_time), token
+                             expires, info.user_agent, info.ip, remember)
+        return Session(session_id, session_user, expires, self.name, auth_time, remember), token
 
     def _refresh(
         self, session: Session, request: Request, old_token: str, old: _Verified
@@ -296,19 +307,20 @@ class JWTStrategy(RevocationFeedStrategy):
             if row is None or row.expires_at <= now:
                 # End the read: no transaction is left for the teardown to roll back.
                 db_session.commit()
-                self._revoked[session.id] = time.time() + self.settings.max_age
+                self._revoked[session.id] = time.time() + self._longest
+                self.ended(request, "revoked" if row is None else "expired")
                 return None
             if self._versions.get(row.id, 0) > row.session_version:
                 self._versions[row.id] = row.session_version  # the database is the truth
-            expires = min(now + timedelta(seconds=self.settings.idle_timeout),
-                          row.absolute_expires_at)
+            expires, _ = self.deadlines(now, row.created_at, row.remember,
+                                        row.absolute_expires_at)
             db_session.execute(self._touch, {"sid": session.id, "now": now,
                                              "expires": expires})
             db_session.commit()
         user = SessionUser(row.id, row.email, row.name, row.role)
         token, issued_at = self._encode(session.id, user, row.session_version, row.created_at,
-                                        expires, row.user_agent, row.ip)
-        refreshed = Session(session.id, user, expires, self.name, row.created_at)
+                                        expires, row.user_agent, row.ip, row.remember)
+        refreshed = Session(session.id, user, expires, self.name, row.created_at, row.remember)
         agent = client_agent(request)
         if (agent != row.user_agent or self.settings.monitor_ip_network) and not (
             self.check_client(refreshed, request, agent != row.user_agent, ip_network(row.ip))
@@ -319,7 +331,7 @@ class JWTStrategy(RevocationFeedStrategy):
             # header it can ignore): re-checked now, it needs no refresh until the next
             # update age, and it still ends at its own exp.
             old.loaded = Loaded(Session(session.id, user, old.loaded.session.expires,
-                                        self.name, row.created_at))
+                                        self.name, row.created_at, row.remember))
             old.iat, old.ver = float(issued_at), row.session_version
             self._remember(old_token, old)
         # The next request brings the new token: verified already, no need to decode it.

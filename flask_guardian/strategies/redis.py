@@ -51,7 +51,11 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: Separates the fields of a record: a control character, which no stored field holds
 #: (emails, names, roles and user agents are printable by the time they are stored).
 _SEP = "\x1f"
-_VERSION = "1"
+#: Version 2 adds the "remember me" flag as a last field; version 1 records (written before
+#: it) are still read, as sessions without it.
+_VERSION = "2"
+#: What a revoked session's record becomes until its deadline: no record parses as it.
+_GONE = b"gone"
 #: At most this many records are kept worked out (one per live session making requests).
 _KNOWN_MAX = 4096
 
@@ -83,12 +87,12 @@ def _unopt(value: str) -> str | None:
 
 def encode_record(session_id: str, user: Any, uniquifier: str, created: float,
                   last_seen: float, expires: float, absolute: float, ip: str | None,
-                  agent: str | None) -> str:
+                  agent: str | None, remember: bool = False) -> str:
     """The stored form of a session: its fields joined by a separator no field holds."""
     return _SEP.join((
         _VERSION, session_id, str(user.id), uniquifier, user.email, _opt(user.name),
         user.role, repr(created), repr(last_seen), repr(expires), repr(absolute),
-        _opt(ip), _opt(agent),
+        _opt(ip), _opt(agent), "1" if remember else "",
     ))
 
 
@@ -113,7 +117,6 @@ class RedisStrategy(SessionStrategy):
         self._id_prefix = prefix + "id:"
         self._user_prefix = prefix + "u:"
         self._known: dict[bytes, _Record] = {}
-        self._idle = float(settings.idle_timeout)
         users = self.users
         self._user_lookup = select(
             users.c.email, *profile_columns(users), users.c.uniquifier
@@ -134,14 +137,18 @@ class RedisStrategy(SessionStrategy):
         except self._errors as exc:
             raise _down(exc) from exc
         if raw is None:
+            self.ended(request, "expired")  # Redis forgets a session at its deadline
             return None
         record = self._known.get(raw)
         if record is None:
             record = self._parse(raw)
             if record is None:
+                if raw == _GONE:
+                    self.ended(request, "revoked")
                 return None
         now = time.time()
         if record.expires <= now:
+            self.ended(request, "expired")
             return None
         loaded = record.loaded
         session = loaded.session
@@ -165,15 +172,17 @@ class RedisStrategy(SessionStrategy):
 
     def _parse(self, raw: bytes) -> _Record | None:
         try:
+            fields = raw.decode("utf-8").split(_SEP)
+            remember = fields.pop() == "1" if fields[0] == _VERSION else False
             (version, sid, user_id, uniquifier, email, name, role, created, last_seen,
-             expires, absolute, ip, agent) = raw.decode("utf-8").split(_SEP)
-            if version != _VERSION:
+             expires, absolute, ip, agent) = fields
+            if version not in (_VERSION, "1"):
                 return None
             expires_at = float(expires)
             session = Session(
                 sid, SessionUser(int(user_id), email, _unopt(name), role),
                 datetime.fromtimestamp(expires_at, UTC), self.name,
-                datetime.fromtimestamp(float(created), UTC),
+                datetime.fromtimestamp(float(created), UTC), remember,
             )
             record = _Record(Loaded(session), uniquifier,
                              float(last_seen) + self.settings.update_age, expires_at,
@@ -196,32 +205,35 @@ class RedisStrategy(SessionStrategy):
             self._delete([(session.id, sha256_hex(token))], session.user.id)
             return None
         user = SessionUser(session.user.id, row.email, row.name, row.role)
-        expires = min(now + self._idle, record.absolute)
+        expires = self.deadlines(datetime.fromtimestamp(now, UTC), session.auth_time,
+                                 session.remember,
+                                 datetime.fromtimestamp(record.absolute, UTC))[0].timestamp()
         value = encode_record(session.id, user, record.uniquifier,
                               session.auth_time.timestamp(), now, expires, record.absolute,
-                              record.ip, record.agent)
+                              record.ip, record.agent, session.remember)
         try:
             self.redis.set(self._session_prefix + sha256_hex(token), value,
                            pxat=int(expires * 1000), xx=True)
         except self._errors as exc:
             raise _down(exc) from exc
         return Session(session.id, user, datetime.fromtimestamp(expires, UTC), self.name,
-                       session.auth_time)
+                       session.auth_time, session.remember)
 
     # -- starting and ending sessions ------------------------------------------------
 
     def issue(self, user: Any, info: RequestInfo, *,
-              auth_time: datetime | None = None) -> tuple[Session, str]:
+              auth_time: datetime | None = None,
+              remember: bool = False) -> tuple[Session, str]:
         token = secrets.token_urlsafe(32)
         digest = sha256_hex(token)
         now = utcnow()
         auth_time = auth_time or now
-        expires_at, absolute = self.deadlines(now, auth_time)
+        expires_at, absolute = self.deadlines(now, auth_time, remember)
         session_id = new_session_id()
         session_user = self.session_user(user)
         value = encode_record(session_id, session_user, user.uniquifier,
                               auth_time.timestamp(), now.timestamp(), expires_at.timestamp(),
-                              absolute.timestamp(), info.ip, info.user_agent)
+                              absolute.timestamp(), info.ip, info.user_agent, remember)
         at_ms = int(expires_at.timestamp() * 1000)
         user_key = self._user_prefix + str(user.id)
         try:
@@ -236,18 +248,25 @@ class RedisStrategy(SessionStrategy):
             pipe.execute()
         except self._errors as exc:
             raise _down(exc) from exc
-        session = Session(session_id, session_user, expires_at, self.name, auth_time)
+        session = Session(session_id, session_user, expires_at, self.name, auth_time, remember)
         return session, token
 
-    def _delete(self, pairs: Iterable[tuple[str, str]], user_id: int | None) -> list[str]:
-        """Delete sessions given as ``(id, digest)``; the ids of those that were live."""
+    def _delete(self, pairs: Iterable[tuple[str, str]], user_id: int | None,
+                tombstone: bool = True) -> list[str]:
+        """Delete sessions given as ``(id, digest)``; the ids of those that were live. With
+        ``tombstone`` the record is replaced by :data:`_GONE` until its own deadline (so
+        the request that brings its cookie knows it was revoked, in the same one ``GET``);
+        purging deletes it outright."""
         pairs = list(pairs)
         if not pairs:
             return []
         try:
             pipe = self.redis.pipeline(transaction=True)
             for sid, digest in pairs:
-                pipe.delete(self._session_prefix + digest)
+                if tombstone:
+                    pipe.set(self._session_prefix + digest, _GONE, xx=True, keepttl=True)
+                else:
+                    pipe.delete(self._session_prefix + digest)
                 pipe.delete(self._id_prefix + sid)
                 if user_id is not None:
                     pipe.hdel(self._user_prefix + str(user_id), sid)
@@ -361,7 +380,7 @@ class RedisStrategy(SessionStrategy):
             raws = self.redis.mget(keys)
             pipe = self.redis.pipeline(transaction=False)
             for key, raw in zip(keys, raws, strict=True):
-                if raw is None:
+                if raw is None or raw == _GONE:
                     continue
                 fields = raw.decode("utf-8").split(_SEP)
                 fields[_LAST_SEEN] = repr(0.0)  # seen long ago: the refresh is due
@@ -391,7 +410,7 @@ class RedisStrategy(SessionStrategy):
                     if record is None or record.expires <= now:
                         dead.append(pair)
                 if dead:
-                    removed += len(self._delete(dead, user_id))
+                    removed += len(self._delete(dead, user_id, tombstone=False))
         except self._errors as exc:
             raise _down(exc) from exc
         return removed

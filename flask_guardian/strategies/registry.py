@@ -54,11 +54,13 @@ class RegistryStrategy(SessionStrategy):
         token_hash: str | None,
         now: datetime,
         auth_time: datetime,
+        remember: bool = False,
     ) -> tuple[datetime, datetime]:
         """Add the registry row of a new session (``token_hash``: what ``load`` will look
         it up by, or None when the credential is self-contained) and return its
-        ``(expires, absolute)`` deadlines. ``issue`` calls it; the caller commits."""
-        expires, absolute = self.deadlines(now, auth_time)
+        ``(expires, absolute)`` deadlines; ``remember`` gives it the "remember me"
+        lifetimes. ``issue`` calls it; the caller commits."""
+        expires, absolute = self.deadlines(now, auth_time, remember)
         self.db.session.execute(
             self.sessions.insert().values(
                 id=session_id,
@@ -70,6 +72,7 @@ class RegistryStrategy(SessionStrategy):
                 last_seen_at=now,
                 expires_at=expires,
                 absolute_expires_at=absolute,
+                remember=remember,
                 ip=info.ip,
                 user_agent=info.user_agent,
             )

@@ -62,6 +62,8 @@ class RevocationFeedStrategy(RegistryStrategy):
         # The strategy's options (its config_keys) carry the interval: jwt's
         # GUARDIAN_JWT_REVOCATION_INTERVAL.
         self._interval = float(st.strategy_options.revocation_interval)
+        #: No token outlives this (the longer absolute lifetime: "remember me" or not).
+        self._longest = max(st.max_age, st.remember_max_age)
         self._revoked: dict[str, float] = {}  # session id -> when its tokens are dead anyway
         self._versions: dict[int, int] = {}  # user id -> lowest session_version still good
         self._lock = threading.Lock()
@@ -102,10 +104,10 @@ class RevocationFeedStrategy(RegistryStrategy):
 
     def _feed_expiry(self) -> datetime:
         # No token outlives its session's absolute deadline; after that the row is moot.
-        return utcnow() + timedelta(seconds=self.settings.max_age + self.settings.jwt_leeway)
+        return utcnow() + timedelta(seconds=self._longest + self.settings.jwt_leeway)
 
     def _dead_after(self) -> float:
-        return time.time() + self.settings.max_age + self.settings.jwt_leeway
+        return time.time() + self._longest + self.settings.jwt_leeway
 
     def on_revoked(self, session_ids: list[str], user_id: int | None) -> None:
         dead_after = self._dead_after()
@@ -209,7 +211,7 @@ class RevocationFeedStrategy(RegistryStrategy):
             since = self._poll_since
             started = datetime.fromtimestamp(now, UTC)
             if since is None:  # first poll: anything still able to matter
-                since = started - timedelta(seconds=self.settings.max_age)
+                since = started - timedelta(seconds=self._longest)
         try:
             rows = self.reader.all({"since": since})
         except Exception as exc:

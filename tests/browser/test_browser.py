@@ -149,6 +149,8 @@ def test_signin_form_focus_order_follows_reading_order(
     page.keyboard.press("Tab")
     expect()(page.get_by_label("Password")).to_be_focused()
     page.keyboard.press("Tab")
+    expect()(page.get_by_label("Remember me on this device")).to_be_focused()
+    page.keyboard.press("Tab")
     expect()(page.get_by_role("button", name="Sign in")).to_be_focused()
 
 

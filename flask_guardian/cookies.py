@@ -36,6 +36,12 @@ _COOKIE = re.compile(
     flags=re.ASCII | re.VERBOSE,
 )
 
+#: Why the last session ended goes to the sign-in page in a short-lived cookie named after
+#: the session cookie with this suffix (a redirect follows at once; the page reads and
+#: deletes it), living this many seconds.
+ENDED_COOKIE_SUFFIX = "-ended"
+ENDED_COOKIE_AGE = 300
+
 _UNSLASH = re.compile(rb"\\([0-3][0-7]{2}|.)")
 
 

@@ -37,22 +37,25 @@ def get_session() -> Session | None:
 class Outgoing:
     """What this request sends back besides its body. ``token``: a session token to set
     as the cookie (or, for an API client, in the ``X-Guardian-Token`` header); ``clear``:
-    delete the session cookie; ``csrf_seed``: a new CSRF seed cookie to set."""
+    delete the session cookie, and ``ended``: why its session ended (``"expired"`` or
+    ``"revoked"``, for the sign-in page), when the strategy knew; ``csrf_seed``: a new
+    CSRF seed cookie to set."""
 
-    __slots__ = ("clear", "csrf_seed", "token")
+    __slots__ = ("clear", "csrf_seed", "ended", "token")
 
     def __init__(self) -> None:
         self.token: str | None = None
         self.clear = False
+        self.ended: str | None = None
         self.csrf_seed: str | None = None
 
     def send_token(self, token: str) -> None:
         """Set ``token`` as the session cookie (it replaces a pending clear)."""
         self.token, self.clear = token, False
 
-    def clear_cookie(self) -> None:
-        """Delete the session cookie (it replaces a pending token)."""
-        self.token, self.clear = None, True
+    def clear_cookie(self, ended: str | None = None) -> None:
+        """Delete the session cookie (it replaces a pending token); ``ended``: why."""
+        self.token, self.clear, self.ended = None, True, ended
 
     def forget_token(self) -> None:
         """Send nothing about the session cookie after all."""

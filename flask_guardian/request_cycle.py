@@ -24,14 +24,14 @@ from typing import Any, NoReturn
 
 from flask import Response, request
 
-from .cookies import read_cookie
+from .cookies import ENDED_COOKIE_AGE, ENDED_COOKIE_SUFFIX, read_cookie
 from .errors import StorageUnavailable
 from .per_request import OUTGOING, Outgoing, namespace, outgoing
 from .protection import check_access, match_rule
 from .session import Session
 from .state import AppState
 from .storage import is_storage_error, rollback_quietly, unavailable
-from .strategies.base import ENDED_COOKIE_AGE, ENDED_COOKIE_SUFFIX, ENDED_MARK
+from .strategies.base import Ended
 
 
 def make_before_request(state: AppState) -> Callable[[], None]:
@@ -58,12 +58,14 @@ def make_before_request(state: AppState) -> Callable[[], None]:
                 if isinstance(exc, StorageUnavailable) or is_storage_error(exc):
                     _outage(state, exc, req.endpoint, values)
                 raise
-            if loaded is not None:
+            if loaded is not None and loaded.session is not None:
                 values["session"] = loaded.session
                 if loaded.token is not None:
                     outgoing(values).send_token(loaded.token)
             elif read_cookie(req.environ, cookie_name) == token:
-                outgoing(values).clear_cookie()  # stop the browser sending a dead credential
+                # Stop the browser sending a dead credential (and say why, when known).
+                outgoing(values).clear_cookie(
+                    loaded.reason if isinstance(loaded, Ended) else None)
         elif read_cookie(req.environ, cookie_name) is not None and (
             not strategy.sent_by_header(req)  # a refused bearer header is not the cookie
         ):
@@ -117,9 +119,9 @@ def make_after_request(state: AppState) -> Callable[[Response], Response]:
         }
         if out.clear:
             response.delete_cookie(settings.cookie_name, **attrs)
-            ended: str | None = request.environ.get(ENDED_MARK)
-            if ended is not None:  # why it died, for the sign-in page to say
-                response.set_cookie(ended_cookie, ended, max_age=ENDED_COOKIE_AGE, **attrs)
+            if out.ended is not None:  # why it died, for the sign-in page to say
+                response.set_cookie(ended_cookie, out.ended, max_age=ENDED_COOKIE_AGE,
+                                    **attrs)
         elif out.token is not None and strategy.sent_by_header(request):
             # A bearer client keeps its token itself: a refreshed one goes in a header.
             response.headers["X-Guardian-Token"] = out.token

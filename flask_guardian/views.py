@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 
 from .auth import revoke, revoke_user, sign_in, sign_out
+from .cookies import ENDED_COOKIE_SUFFIX
 from .devices import current_first
 from .errors import (
     AuthError,
@@ -19,12 +20,12 @@ from .errors import (
     TooManyAttempts,
     Unauthorized,
 )
+from .per_request import OUTGOING, Outgoing
 from .protection import login_required
 from .redirects import current_path, safe_redirect
 from .signin_view import signin_url
 from .state import get_state
 from .storage import translate
-from .strategies.base import ENDED_COOKIE_SUFFIX, ENDED_MARK
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
 
@@ -78,7 +79,11 @@ def _remember(data: dict[str, Any]) -> bool:
 def _ended_reason() -> str | None:
     """Why the last session of this browser ended ("expired" or "revoked"), if this request
     found its cookie dead or an earlier one left the short-lived note; consumed here."""
-    reason = request.environ.pop(ENDED_MARK, None) or request.cookies.get(
+    out: Outgoing | None = g.get(OUTGOING)
+    reason = None
+    if out is not None:  # this very request found it dead: said here, no note needed
+        reason, out.ended = out.ended, None
+    reason = reason or request.cookies.get(
         get_state().settings.cookie_name + ENDED_COOKIE_SUFFIX)
     return reason if reason in ("expired", "revoked") else None
 

@@ -47,15 +47,21 @@ class Loaded(NamedTuple):
     token: str | None = None
 
 
-#: Set in the WSGI environ by :meth:`SessionStrategy.load` when it refuses a credential
-#: whose session it knows ended: ``"expired"`` (past its deadline) or ``"revoked"`` (ended
-#: by a sign-out elsewhere, the device list, a password change...). Read only when the dead
-#: cookie is cleared, so the sign-in page can say why.
-ENDED_MARK = "guardian.ended"
-#: The reason goes to the sign-in page in a short-lived cookie named after the session
-#: cookie with this suffix (a redirect follows at once; the page reads and deletes it).
-ENDED_COOKIE_SUFFIX = "-ended"
-ENDED_COOKIE_AGE = 300
+class Ended(NamedTuple):
+    """What :meth:`SessionStrategy.load` returns instead of None for a credential of ours
+    whose session it knows ended: ``reason`` is ``"expired"`` (past its deadline) or
+    ``"revoked"`` (a sign-out elsewhere, the device list, a password change...). The
+    request cycle clears the cookie and tells the sign-in page why. ``session`` and
+    ``token`` are there so the cycle reads a result the same way whatever it is."""
+
+    reason: str
+    session: None = None
+    token: None = None
+
+
+#: The two ends a strategy knows of (return them as they are).
+EXPIRED = Ended("expired")
+REVOKED = Ended("revoked")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +188,7 @@ class SessionStrategy(ABC):
         return token
 
     @abstractmethod
-    def load(self, token: str, request: Request) -> Loaded | None:
+    def load(self, token: str, request: Request) -> Loaded | Ended | None:
         """The session ``token`` belongs to, or None when it is invalid, expired or
         revoked. Runs on every request: one lookup at most, no write unless a refresh is
         due."""
@@ -252,9 +258,6 @@ class SessionStrategy(ABC):
             absolute = auth_time + max_age
         return min(now + idle, absolute), absolute
 
-    def ended(self, request: Request, reason: str) -> None:
-        """Note why the credential of ``request`` is dead (:data:`ENDED_MARK`)."""
-        request.environ[ENDED_MARK] = reason
 
 
 def sha256_hex(value: str) -> str:

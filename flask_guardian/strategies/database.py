@@ -18,7 +18,15 @@ from ..lookup import RowReader, as_utc
 from ..models import profile_columns, utcnow
 from ..session import Session, SessionUser
 from ..storage import bounded
-from .base import Loaded, RequestInfo, new_session_id, sha256_hex
+from .base import (
+    EXPIRED,
+    REVOKED,
+    Ended,
+    Loaded,
+    RequestInfo,
+    new_session_id,
+    sha256_hex,
+)
 from .registry import RegistryStrategy, bound_to_user
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe alphabet. Anything else is
@@ -71,22 +79,20 @@ class DatabaseStrategy(RegistryStrategy):
         )
         self._known: dict[Any, _Known] = {}
 
-    def load(self, token: str, request: Request) -> Loaded | None:
+    def load(self, token: str, request: Request) -> Loaded | Ended | None:
         if _TOKEN_RE.fullmatch(token) is None:
             return None  # cannot be a token we issued: no query
         row = self.reader.first_value(sha256_hex(token))
         if row is None:
             # Revoked rows lose their token hash: ended (or never ours, or purged).
-            self.ended(request, "revoked")
-            return None
+            return REVOKED
         known = self._known.get(row)
         if known is None:
             known = self._remember(row)
         loaded, expires_at, refresh_at, ip, signed_agent = known
         now = time.time()
         if expires_at <= now:
-            self.ended(request, "expired")
-            return None
+            return EXPIRED
         session = loaded.session
         if now >= refresh_at:
             session = self._refresh(session, row)

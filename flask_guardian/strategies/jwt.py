@@ -36,7 +36,7 @@ from ..jwt_keys import read_jwt_keys
 from ..models import profile_columns, utcnow
 from ..session import Session, SessionUser
 from ..storage import bounded, unavailable
-from .base import Loaded, RequestInfo, new_session_id
+from .base import EXPIRED, REVOKED, Ended, Loaded, RequestInfo, new_session_id
 from .registry import bound_to_user
 from .revocation_feed import RevocationFeedStrategy
 
@@ -149,12 +149,13 @@ class JWTStrategy(RevocationFeedStrategy):
         header = request.environ.get("HTTP_AUTHORIZATION")
         return header is not None and header.partition(" ")[0].lower() == "bearer"
 
-    def load(self, token: str, request: Request) -> Loaded | None:
+    def load(self, token: str, request: Request) -> Loaded | Ended | None:
         entry = self._cache.get(token)
         if entry is None:
-            entry = self._verify(token, request)
-            if entry is None:
-                return None  # a token we did not sign costs no query
+            verified = self._verify(token, request)
+            if not isinstance(verified, _Verified):
+                return verified  # a token we did not sign (or expired) costs no query
+            entry = verified
         now = time.time()
         if now >= self._next_poll:
             self._poll(now)
@@ -164,13 +165,11 @@ class JWTStrategy(RevocationFeedStrategy):
                                   "jwt revocation check")
         if entry.exp <= now:
             self._cache.pop(token, None)
-            self.ended(request, "expired")
-            return None
+            return EXPIRED
         loaded = entry.loaded
         session = loaded.session
         if session.id in self._revoked:
-            self.ended(request, "revoked")
-            return None
+            return REVOKED
         version = self._versions.get(session.user.id)
         if (version is not None and entry.ver < version) or (
             now - entry.iat >= self.settings.update_age
@@ -190,7 +189,7 @@ class JWTStrategy(RevocationFeedStrategy):
             return None
         return loaded
 
-    def _verify(self, token: str, request: Request) -> _Verified | None:
+    def _verify(self, token: str, request: Request) -> _Verified | Ended | None:
         """Check signature and every registered claim; None for anything wrong."""
         try:
             header = jwt.get_unverified_header(token)
@@ -213,8 +212,7 @@ class JWTStrategy(RevocationFeedStrategy):
             exp, iat, auth_time = claims["exp"], claims["iat"], claims["auth_time"]
             ipn, remember = claims.get("ipn"), claims.get("rem", False)
         except jwt.ExpiredSignatureError:  # raised only once the signature checked out
-            self.ended(request, "expired")
-            return None
+            return EXPIRED
         except (jwt.PyJWTError, KeyError, ValueError, TypeError, OverflowError):
             return None
         if not (
@@ -297,7 +295,7 @@ class JWTStrategy(RevocationFeedStrategy):
 
     def _refresh(
         self, session: Session, request: Request, old_token: str, old: _Verified
-    ) -> Loaded | None:
+    ) -> Loaded | Ended | None:
         """Re-read the registry row and the user, and re-issue the token with fresh claims
         and a new idle deadline. Runs when the update age has passed or the user changed."""
         db_session = self.db.session
@@ -308,8 +306,7 @@ class JWTStrategy(RevocationFeedStrategy):
                 # End the read: no transaction is left for the teardown to roll back.
                 db_session.commit()
                 self._revoked[session.id] = time.time() + self._longest
-                self.ended(request, "revoked" if row is None else "expired")
-                return None
+                return REVOKED if row is None else EXPIRED
             if self._versions.get(row.id, 0) > row.session_version:
                 self._versions[row.id] = row.session_version  # the database is the truth
             expires, _ = self.deadlines(now, row.created_at, row.remember,

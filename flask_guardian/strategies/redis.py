@@ -37,6 +37,9 @@ from ..models import profile_columns, utcnow
 from ..session import Session, SessionUser
 from ..storage import unavailable
 from .base import (
+    EXPIRED,
+    REVOKED,
+    Ended,
     Loaded,
     RequestInfo,
     SessionInfo,
@@ -129,7 +132,7 @@ class RedisStrategy(SessionStrategy):
 
     # -- the hot path ----------------------------------------------------------------
 
-    def load(self, token: str, request: Request) -> Loaded | None:
+    def load(self, token: str, request: Request) -> Loaded | Ended | None:
         if _TOKEN_RE.fullmatch(token) is None:
             return None  # cannot be a token we issued: no round trip
         try:
@@ -137,19 +140,15 @@ class RedisStrategy(SessionStrategy):
         except self._errors as exc:
             raise _down(exc) from exc
         if raw is None:
-            self.ended(request, "expired")  # Redis forgets a session at its deadline
-            return None
+            return EXPIRED  # Redis forgets a session at its deadline
         record = self._known.get(raw)
         if record is None:
             record = self._parse(raw)
             if record is None:
-                if raw == _GONE:
-                    self.ended(request, "revoked")
-                return None
+                return REVOKED if raw == _GONE else None
         now = time.time()
         if record.expires <= now:
-            self.ended(request, "expired")
-            return None
+            return EXPIRED
         loaded = record.loaded
         session = loaded.session
         if now >= record.refresh_at:

@@ -144,19 +144,22 @@ class QueryCounter:
         # outside SQLAlchemy's events; its reader reports each statement it runs.
         strategy = get_state(app).strategy
         self.reader = getattr(strategy, "reader", None)
-        # The redis strategy's commands count too ("GET ...", "SET ...").
-        self.redis = getattr(strategy, "redis", None)
+        # The redis strategy's commands count too ("GET ...", "SET ..."), whichever of its
+        # clients sends them (the shared one, or a thread's kept one for the hot path):
+        # the client class is patched while counting.
+        client = getattr(strategy, "redis", None)
+        self.redis = type(client) if client is not None else None
 
     def _record(self, *args: Any) -> None:
         # before_cursor_execute(conn, cursor, statement, ...) or reader listener(statement)
         self.statements.append(args[2] if len(args) > 1 else args[0])
 
-    def _redis_command(self, *args: Any, **options: Any) -> Any:
+    def _redis_command(self, client: Any, *args: Any, **options: Any) -> Any:
         self.statements.append(" ".join(str(a) for a in args[:2]))
-        return self._redis_execute(*args, **options)
+        return self._redis_execute(client, *args, **options)
 
-    def _redis_pipeline(self, *args: Any, **options: Any) -> Any:
-        pipeline = self._redis_make_pipeline(*args, **options)
+    def _redis_pipeline(self, client: Any, *args: Any, **options: Any) -> Any:
+        pipeline = self._redis_make_pipeline(client, *args, **options)
         queue = pipeline.pipeline_execute_command
 
         def counted(*command: Any, **kwargs: Any) -> Any:
@@ -171,10 +174,18 @@ class QueryCounter:
         if self.reader is not None:
             self.reader.listen(self._record)
         if self.redis is not None:
+            counter = self
             self._redis_execute = self.redis.execute_command
             self._redis_make_pipeline = self.redis.pipeline
-            self.redis.execute_command = self._redis_command
-            self.redis.pipeline = self._redis_pipeline
+
+            def execute_command(client: Any, *args: Any, **options: Any) -> Any:
+                return counter._redis_command(client, *args, **options)
+
+            def pipeline(client: Any, *args: Any, **options: Any) -> Any:
+                return counter._redis_pipeline(client, *args, **options)
+
+            self.redis.execute_command = execute_command
+            self.redis.pipeline = pipeline
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,8 +193,8 @@ class QueryCounter:
         if self.reader is not None:
             self.reader.unlisten(self._record)
         if self.redis is not None:
-            del self.redis.execute_command
-            del self.redis.pipeline
+            self.redis.execute_command = self._redis_execute
+            self.redis.pipeline = self._redis_make_pipeline
 
     @property
     def count(self) -> int:

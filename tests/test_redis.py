@@ -277,3 +277,52 @@ def test_a_user_change_committed_while_redis_is_down_is_not_an_error_and_still_a
         redis_proxy.restore()
         clock.move_to(T0 + timedelta(seconds=61))
         assert not signed_in(client)
+
+
+def test_each_thread_and_each_forked_child_reads_on_a_connection_of_its_own(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot path's GET goes through a client kept per thread (redis_client.KeptClients):
+    made once per thread, never shared with another thread, and never inherited by a
+    forked worker (whose parent's socket it would otherwise write on)."""
+    import os
+    import threading
+
+    from flask_guardian.redis_client import KeptClients
+
+    made: list[tuple[int, int, int]] = []  # (pid, thread, id of the client)
+    make = KeptClients.client
+
+    def counted(self: KeptClients) -> Any:
+        kept = make(self)
+        made.append((os.getpid(), threading.get_ident(), id(kept)))
+        return kept
+
+    monkeypatch.setattr(KeptClients, "client", counted)
+    client = app.test_client()
+    sign_in_ok(client)
+    for _ in range(3):
+        assert signed_in(client)
+    assert len(made) == 1  # one per thread, kept from request to request
+
+    other: list[bool] = []
+    thread = threading.Thread(target=lambda: other.append(signed_in(app.test_client(
+    )) is False and signed_in(client)))
+    thread.start()
+    thread.join()
+    assert other == [True] and len(made) == 2 and made[1][1] != made[0][1]
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first request makes its own client
+        try:
+            ok = signed_in(client) and len(made) == 3 and made[2][0] == os.getpid()
+        except BaseException:
+            ok = False
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert signed_in(client) and len(made) == 2  # the parent keeps its own

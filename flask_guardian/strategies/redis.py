@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, event, select
 from ..clients import client_agent, ip_network
 from ..errors import ConfigurationError, StorageUnavailable
 from ..models import profile_columns, utcnow
+from ..redis_client import KeptClients
 from ..session import Session, SessionUser
 from ..storage import unavailable
 from .base import (
@@ -115,6 +116,8 @@ class RedisStrategy(SessionStrategy):
         # The app's one client (redis_client.py), shared with the lockout counters.
         self.redis: Any = state.redis.client
         self._errors: tuple[type[BaseException], ...] = state.redis.errors
+        # The hot path's GET goes through a client per thread on a kept connection.
+        self._kept = KeptClients(self.redis)
         prefix = settings.redis_prefix
         self._session_prefix = prefix + "s:"
         self._id_prefix = prefix + "id:"
@@ -136,7 +139,8 @@ class RedisStrategy(SessionStrategy):
         if _TOKEN_RE.fullmatch(token) is None:
             return None  # cannot be a token we issued: no round trip
         try:
-            raw = self.redis.get(self._session_prefix + sha256_hex(token))
+            client = getattr(self._kept.local, "client", None) or self._kept.client()
+            raw = client.get(self._session_prefix + sha256_hex(token))
         except self._errors as exc:
             raise _down(exc) from exc
         if raw is None:

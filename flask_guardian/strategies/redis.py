@@ -26,7 +26,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from flask import Request
 from sqlalchemy import bindparam, event, select
@@ -48,56 +48,13 @@ from .base import (
     new_session_id,
     sha256_hex,
 )
+from .redis_records import GONE, Record, encode_record, parse_record, refresh_due
 
 logger = logging.getLogger("flask_guardian")
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
-#: Separates the fields of a record: a control character, which no stored field holds
-#: (emails, names, roles and user agents are printable by the time they are stored).
-_SEP = "\x1f"
-#: Version 2 adds the "remember me" flag as a last field; version 1 records (written before
-#: it) are still read, as sessions without it.
-_VERSION = "2"
-#: What a revoked session's record becomes until its deadline: no record parses as it.
-_GONE = b"gone"
 #: At most this many records are kept worked out (one per live session making requests).
 _KNOWN_MAX = 4096
-
-
-class _Record(NamedTuple):
-    """A session record, parsed once and kept while the stored bytes stay the same
-    (``loaded``: what ``load`` returns for it)."""
-
-    loaded: Loaded
-    uniquifier: str
-    refresh_at: float
-    expires: float
-    absolute: float
-    ip: str | None
-    agent: str | None
-
-
-#: Where the last-seen time stands among a record's fields (see :func:`encode_record`).
-_LAST_SEEN = 8
-
-
-def _opt(value: str | None) -> str:
-    return "" if value is None else "+" + value
-
-
-def _unopt(value: str) -> str | None:
-    return value[1:] if value else None
-
-
-def encode_record(session_id: str, user: Any, uniquifier: str, created: float,
-                  last_seen: float, expires: float, absolute: float, ip: str | None,
-                  agent: str | None, remember: bool = False) -> str:
-    """The stored form of a session: its fields joined by a separator no field holds."""
-    return _SEP.join((
-        _VERSION, session_id, str(user.id), uniquifier, user.email, _opt(user.name),
-        user.role, repr(created), repr(last_seen), repr(expires), repr(absolute),
-        _opt(ip), _opt(agent), "1" if remember else "",
-    ))
 
 
 class RedisStrategy(SessionStrategy):
@@ -122,7 +79,7 @@ class RedisStrategy(SessionStrategy):
         self._session_prefix = prefix + "s:"
         self._id_prefix = prefix + "id:"
         self._user_prefix = prefix + "u:"
-        self._known: dict[bytes, _Record] = {}
+        self._known: dict[bytes, Record] = {}
         users = self.users
         self._user_lookup = select(
             users.c.email, *profile_columns(users), users.c.uniquifier
@@ -149,7 +106,7 @@ class RedisStrategy(SessionStrategy):
         if record is None:
             record = self._parse(raw)
             if record is None:
-                return REVOKED if raw == _GONE else None
+                return REVOKED if raw == GONE else None
         now = time.time()
         if record.expires <= now:
             return EXPIRED
@@ -169,35 +126,20 @@ class RedisStrategy(SessionStrategy):
             return None
         return loaded
 
-    def _record(self, raw: bytes) -> _Record | None:
+    def _record(self, raw: bytes) -> Record | None:
         """The record stored as ``raw``: worked out once, then from the cache."""
         return self._known.get(raw) or self._parse(raw)
 
-    def _parse(self, raw: bytes) -> _Record | None:
-        try:
-            fields = raw.decode("utf-8").split(_SEP)
-            remember = fields.pop() == "1" if fields[0] == _VERSION else False
-            (version, sid, user_id, uniquifier, email, name, role, created, last_seen,
-             expires, absolute, ip, agent) = fields
-            if version not in (_VERSION, "1"):
-                return None
-            expires_at = float(expires)
-            session = Session(
-                sid, SessionUser(int(user_id), email, _unopt(name), role),
-                datetime.fromtimestamp(expires_at, UTC), self.name,
-                datetime.fromtimestamp(float(created), UTC), remember,
-            )
-            record = _Record(Loaded(session), uniquifier,
-                             float(last_seen) + self.settings.update_age, expires_at,
-                             float(absolute), _unopt(ip), _unopt(agent))
-        except (ValueError, UnicodeDecodeError, OverflowError, OSError):
+    def _parse(self, raw: bytes) -> Record | None:
+        record = parse_record(raw, self.name, self.settings.update_age)
+        if record is None:
             return None  # not a record we wrote: treated as no session
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()
         self._known[raw] = record
         return record
 
-    def _refresh(self, token: str, record: _Record, now: float) -> Session | None:
+    def _refresh(self, token: str, record: Record, now: float) -> Session | None:
         """Re-read the user from the SQL table, move the idle deadline on (capped by the
         absolute one) and write the record again: once per update age."""
         session = record.loaded.session
@@ -257,7 +199,7 @@ class RedisStrategy(SessionStrategy):
     def _delete(self, pairs: Iterable[tuple[str, str]], user_id: int | None,
                 tombstone: bool = True) -> list[str]:
         """Delete sessions given as ``(id, digest)``; the ids of those that were live. With
-        ``tombstone`` the record is replaced by :data:`_GONE` until its own deadline (so
+        ``tombstone`` the record is replaced by :data:`GONE` until its own deadline (so
         the request that brings its cookie knows it was revoked, in the same one ``GET``);
         purging deletes it outright."""
         pairs = list(pairs)
@@ -267,7 +209,7 @@ class RedisStrategy(SessionStrategy):
             pipe = self.redis.pipeline(transaction=True)
             for sid, digest in pairs:
                 if tombstone:
-                    pipe.set(self._session_prefix + digest, _GONE, xx=True, keepttl=True)
+                    pipe.set(self._session_prefix + digest, GONE, xx=True, keepttl=True)
                 else:
                     pipe.delete(self._session_prefix + digest)
                 pipe.delete(self._id_prefix + sid)
@@ -383,11 +325,9 @@ class RedisStrategy(SessionStrategy):
             raws = self.redis.mget(keys)
             pipe = self.redis.pipeline(transaction=False)
             for key, raw in zip(keys, raws, strict=True):
-                if raw is None or raw == _GONE:
+                if raw is None or raw == GONE:
                     continue
-                fields = raw.decode("utf-8").split(_SEP)
-                fields[_LAST_SEEN] = repr(0.0)  # seen long ago: the refresh is due
-                pipe.set(key, _SEP.join(fields), xx=True, keepttl=True)
+                pipe.set(key, refresh_due(raw), xx=True, keepttl=True)
             pipe.execute()
         except self._errors as exc:
             raise _down(exc) from exc

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from flask_guardian.state import get_state
+from flask_guardian.strategies.redis_records import GONE
 
 # The full database matrix: concurrent writes on the server databases.
 pytestmark = pytest.mark.databases
@@ -141,13 +142,20 @@ def test_concurrent_sign_in_requests_and_sign_out(served: tuple[Flask, int], str
     assert failures == [total, total]
     assert len(issued) == len({sid for _, sid in issued}) == total
     if strategy not in SQL_REGISTRY:
-        # Sessions in Redis: every one ended by its sign-out, nothing left behind.
+        # Sessions in Redis: every one ended by its sign-out. What is left is only each
+        # session's tombstone (so its dead cookie still says "revoked"), expiring at the
+        # session's own deadline; no index entry, no live record.
         prefix = app.config["GUARDIAN_REDIS_PREFIX"]
         server = Redis.from_url(app.config["GUARDIAN_REDIS_URL"])
         left = [k for k in server.scan_iter(match=prefix + "*")
                 if not k.decode().startswith(counters)]
+        records = [k for k in left if k.decode().startswith(prefix + "s:")]
+        values = server.mget(records) if records else []
+        ttls = [server.pttl(k) for k in records]
         server.close()
-        assert left == []
+        assert sorted(left) == sorted(records)
+        assert len(records) == total and set(values) == {GONE}
+        assert all(ttl > 0 for ttl in ttls)
         return
     # One row per sign-in: none lost, none duplicated, each the one its worker saw.
     assert len(rows) == total

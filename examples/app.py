@@ -66,9 +66,6 @@ def create_app(
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url or f"sqlite:///{instance / 'example.db'}",
         SESSION_STRATEGY=strategy,
-        # GUARDIAN_EXAMPLE_STRATEGY=redis keeps sessions in the Redis at this URL.
-        GUARDIAN_REDIS_URL=os.environ.get("GUARDIAN_EXAMPLE_REDIS_URL", "redis://127.0.0.1:6379/0"),
-        GUARDIAN_REDIS_PREFIX="guardian-example:",
         # Secure cookies are the default and what production wants (the cookie is then
         # named __Host-guardian). A browser never sends a Secure cookie back over plain
         # http, so a local http://127.0.0.1 demo turns it off. Never do this in production.
@@ -90,6 +87,14 @@ def create_app(
     )
     if "SECRET_KEY" not in config:
         app.config.update(_instance_secrets(instance))
+    if strategy == "redis":
+        # Sessions (and, with any strategy that has a Redis URL, the lockout counters) in
+        # the Redis at this URL; the other strategies need no Redis at all.
+        app.config.update(
+            GUARDIAN_REDIS_URL=os.environ.get("GUARDIAN_EXAMPLE_REDIS_URL",
+                                              "redis://127.0.0.1:6379/0"),
+            GUARDIAN_REDIS_PREFIX="guardian-example:",
+        )
     app.config.update(config)
 
     db = SQLAlchemy(app)

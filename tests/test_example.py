@@ -50,3 +50,24 @@ def test_example_hosts_come_from_the_environment(
     client = example_app(tmp_path).test_client()
     assert client.get("/", headers={"Host": "app.example.org"}).status_code == 200
     assert client.get("/", headers={"Host": "localhost"}).status_code == 400
+
+
+def test_the_example_on_sqlite_needs_no_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``scripts/run-example`` installs no redis-py unless GUARDIAN_EXAMPLE_STRATEGY=redis:
+    the database strategy's example must not point the lockout counters at Redis (which
+    needs redis-py), or it stops at start-up on a fresh machine."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_redis(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "redis" or name.startswith("redis."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_redis)
+    app = example_app(tmp_path)
+    assert app.config.get("GUARDIAN_REDIS_URL") is None
+    assert app.test_client().get("/").status_code == 200

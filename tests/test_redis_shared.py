@@ -107,6 +107,22 @@ def listening(app: Flask, token: str) -> None:
     assert channel_of(app).live.wait(WAIT), "the listener never subscribed"
 
 
+def two_processes(make_app: AppFactory, shared: dict[str, Any],
+                  listeners: list[Flask]) -> tuple[Flask, Flask, Any, str]:
+    """Two jwt apps sharing Redis and the database (two processes, as far as the channel
+    can tell), a client signed in on the first, and the second's listener subscribed;
+    the poll of the SQL feed is never due, so only Redis can carry a revocation."""
+    config = {**shared, "GUARDIAN_JWT_REVOCATION_INTERVAL": LONG_INTERVAL}
+    first, second = make_app(**config), make_app(**config)
+    listeners += [first, second]
+    client = first.test_client()
+    sign_in_ok(client)
+    token = session_cookie(client, first)
+    assert token
+    listening(second, token)
+    return first, second, client, token
+
+
 # -- jwt: revocations through Redis ------------------------------------------------------
 
 
@@ -114,15 +130,8 @@ def listening(app: Flask, token: str) -> None:
 def test_a_sign_out_in_one_process_is_refused_by_another_at_once(
     make_app: AppFactory, shared: dict[str, Any], listeners: list[Flask]
 ) -> None:
-    config = {**shared, "GUARDIAN_JWT_REVOCATION_INTERVAL": LONG_INTERVAL}
     with time_machine.travel(T0, tick=False):
-        first, second = make_app(**config), make_app(**config)
-        listeners += [first, second]
-        client = first.test_client()
-        sign_in_ok(client)
-        token = session_cookie(client, first)
-        assert token
-        listening(second, token)
+        _first, second, client, token = two_processes(make_app, shared, listeners)
         heard = channel_of(second).heard
         assert sign_out(client).status_code == 303
         assert channel_of(second).wait_heard(heard + 1, WAIT)
@@ -134,15 +143,8 @@ def test_a_sign_out_in_one_process_is_refused_by_another_at_once(
 def test_a_role_change_in_one_process_reaches_another_at_once(
     make_app: AppFactory, shared: dict[str, Any], listeners: list[Flask]
 ) -> None:
-    config = {**shared, "GUARDIAN_JWT_REVOCATION_INTERVAL": LONG_INTERVAL}
     with time_machine.travel(T0, tick=False):
-        first, second = make_app(**config), make_app(**config)
-        listeners += [first, second]
-        client = first.test_client()
-        sign_in_ok(client)
-        token = session_cookie(client, first)
-        assert token
-        listening(second, token)
+        first, second, _client, token = two_processes(make_app, shared, listeners)
         assert api_status(second, token, "/admin") == 403
         heard = channel_of(second).heard
         with first.app_context():
@@ -202,15 +204,8 @@ def test_a_change_is_announced_when_it_commits_and_never_when_rolled_back(
 def test_junk_on_the_channel_revokes_nothing_and_the_listener_goes_on(
     make_app: AppFactory, shared: dict[str, Any], listeners: list[Flask]
 ) -> None:
-    config = {**shared, "GUARDIAN_JWT_REVOCATION_INTERVAL": LONG_INTERVAL}
     with time_machine.travel(T0, tick=False):
-        first, second = make_app(**config), make_app(**config)
-        listeners += [first, second]
-        client = first.test_client()
-        sign_in_ok(client)
-        token = session_cookie(client, first)
-        assert token
-        listening(second, token)
+        first, second, client, token = two_processes(make_app, shared, listeners)
         heard = channel_of(second).heard
         junk = ["not json", "[1, 2]", '{"sessions": "x"}', '{"sessions": [1, null]}',
                 '{"user": "2", "version": 99}', '{"user": true, "version": 99}', "\xff"]
@@ -266,15 +261,8 @@ def test_a_forked_worker_starts_its_own_listener_and_hears_revocations(
     """As under ``gunicorn --preload``: the app (already listening) is forked; the child
     has none of its parent's threads, starts its own listener with its first token, and
     refuses a token the parent's sibling app signs out, without a poll being due."""
-    config = {**shared, "GUARDIAN_JWT_REVOCATION_INTERVAL": LONG_INTERVAL}
     with time_machine.travel(T0, tick=False):
-        first, second = make_app(**config), make_app(**config)
-        listeners += [first, second]
-        client = first.test_client()
-        sign_in_ok(client)
-        token = session_cookie(client, first)
-        assert token
-        listening(second, token)
+        _first, second, client, token = two_processes(make_app, shared, listeners)
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
         pid = os.fork()

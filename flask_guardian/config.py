@@ -18,8 +18,11 @@ from .config_values import (
     read_bool,
     read_choice,
     read_duration,
+    read_frame_options,
     read_int,
     read_path,
+    read_redis_prefix,
+    read_redis_url,
     read_timeout,
 )
 from .errors import ConfigurationError
@@ -348,9 +351,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         jwt_audience=audience,
         jwt_leeway=read_duration(values, "GUARDIAN_JWT_LEEWAY", minimum=0),
         token_max_length=read_int(values, "GUARDIAN_TOKEN_MAX_LENGTH", minimum=256),
-        frame_headers=_frame_headers(values),
-        redis_url=_redis_url(values),
-        redis_prefix=_redis_prefix(values),
+        frame_headers=read_frame_options(values),
+        redis_url=read_redis_url(values),
+        redis_prefix=read_redis_prefix(values),
         redis_timeout=check_seconds("GUARDIAN_REDIS_TIMEOUT", values["GUARDIAN_REDIS_TIMEOUT"],
                                     whole=False, minimum=0.01, maximum=300),
         db_connect_timeout=bounds["GUARDIAN_DB_CONNECT_TIMEOUT"],
@@ -366,34 +369,3 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))
 
-
-def _redis_url(values: Mapping[str, Any]) -> str | None:
-    key = "GUARDIAN_REDIS_URL"
-    value = values[key]
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigurationError(
-            key, f"expected a redis-py URL (redis://, rediss:// or unix://), got {value!r}"
-        )
-    return value
-
-
-def _redis_prefix(values: Mapping[str, Any]) -> str:
-    key = "GUARDIAN_REDIS_PREFIX"
-    value = values[key]
-    if not isinstance(value, str) or not value or not value.isprintable() or " " in value:
-        raise ConfigurationError(key, f"expected a non-empty key prefix without spaces, "
-                                 f"got {value!r}")
-    return value
-
-
-def _frame_headers(values: Mapping[str, Any]) -> tuple[str, str] | None:
-    key = "GUARDIAN_FRAME_OPTIONS"
-    value = values[key]
-    if value is None:
-        return None
-    ancestors = {"DENY": "'none'", "SAMEORIGIN": "'self'"}
-    if value not in ancestors:
-        raise ConfigurationError(key, f"expected 'DENY', 'SAMEORIGIN' or None, got {value!r}")
-    return value, f"frame-ancestors {ancestors[value]}"

@@ -101,3 +101,38 @@ def read_path(config: Mapping[str, Any], key: str, *, allow_root: bool = True) -
     if value == "/" and not allow_root:
         raise ConfigurationError(key, "expected a path other than '/'")
     return value
+
+
+def read_redis_url(values: Mapping[str, Any]) -> str | None:
+    """``GUARDIAN_REDIS_URL``: None, or a redis-py URL (redis://, rediss:// or unix://)."""
+    key = "GUARDIAN_REDIS_URL"
+    value = values[key]
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigurationError(
+            key, f"expected a redis-py URL (redis://, rediss:// or unix://), got {value!r}"
+        )
+    return value
+
+
+def read_redis_prefix(values: Mapping[str, Any]) -> str:
+    """``GUARDIAN_REDIS_PREFIX``: a non-empty printable key prefix without spaces."""
+    key = "GUARDIAN_REDIS_PREFIX"
+    value = values[key]
+    if not isinstance(value, str) or not value or not value.isprintable() or " " in value:
+        raise ConfigurationError(key, f"expected a non-empty key prefix without spaces, "
+                                 f"got {value!r}")
+    return value
+
+
+def read_frame_options(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``GUARDIAN_FRAME_OPTIONS``: ``(X-Frame-Options, Content-Security-Policy)`` or None."""
+    key = "GUARDIAN_FRAME_OPTIONS"
+    value = values[key]
+    if value is None:
+        return None
+    ancestors = {"DENY": "'none'", "SAMEORIGIN": "'self'"}
+    if value not in ancestors:
+        raise ConfigurationError(key, f"expected 'DENY', 'SAMEORIGIN' or None, got {value!r}")
+    return value, f"frame-ancestors {ancestors[value]}"

@@ -239,15 +239,15 @@ def _check(state: AppState, identifier: object, password: object, normalized: st
     return Checked(user, None, None, begin_session(state, user, "password", remember=remember))
 
 
-def begin_session(state: AppState, user: Any, method: str, *, remember: bool = False
-                  ) -> Session:
+def begin_session(state: AppState, user: Any, method: str, *, remember: bool = False,
+                  two_factor: bool = False) -> Session:
     """End the session the request carried (no fixation), start one for ``user``, commit,
-    and send the signals."""
+    and send the signals. ``two_factor``: the user gave a second factor too."""
     current: Session | None = g.get("session") if has_request_context() else None
     replaced: list[str] = []
     if current is not None:  # the session the request carried ends here (no fixation)
         replaced = state.strategy.revoke([current.id], current.user.id)
-    session = start_session(state, user, remember=remember)
+    session = start_session(state, user, remember=remember, two_factor=two_factor)
     state.db.session.commit()
     if current is not None and replaced:
         signals.session_revoked.send(_app(), session_ids=replaced, user_id=current.user.id,
@@ -264,12 +264,17 @@ def forget_started(carried: Session | None) -> None:
 
 
 def start_session(state: AppState, user: Any, auth_time: Any = None, *,
-                  remember: bool = False) -> Session:
+                  remember: bool = False, two_factor: bool = False) -> Session:
     """Issue a session for ``user`` and make it this request's (cookie, g.session, new
     CSRF seed). Does not commit. ``remember`` is the remember-me choice (SPEC §9), handed
-    on to the lifetimes."""
+    on to the lifetimes; ``two_factor`` (a second factor was given) is stored with the
+    session (``Session.two_factor``)."""
     info = RequestInfo.from_request(request if has_request_context() else None)
-    session, token = state.strategy.issue(user, info, auth_time=auth_time, remember=remember)
+    # Passed only when True: a strategy written before the flag still issues password-only
+    # sessions, and one that cannot store it fails loudly rather than dropping it.
+    extra = {"two_factor": True} if two_factor else {}
+    session, token = state.strategy.issue(user, info, auth_time=auth_time, remember=remember,
+                                          **extra)
     if has_request_context():
         g.session = session
         outgoing().send_token(token)

@@ -293,6 +293,10 @@ def build_models(db: Any, user_model: Any | None) -> Models:
         remember: Mapped[bool] = mapped_column(
             Boolean, nullable=False, default=False, server_default=false()
         )
+        # Signed in with a second factor besides the password (same server default).
+        two_factor: Mapped[bool] = mapped_column(
+            Boolean, nullable=False, default=False, server_default=false()
+        )
         ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
         user_agent: Mapped[str | None] = mapped_column(
             String(USER_AGENT_MAX_LENGTH), nullable=True

@@ -43,7 +43,11 @@ class Session:
     #: Signed in with "remember me": the cookie outlives the browser and the session has
     #: the ``GUARDIAN_REMEMBER_*`` lifetimes.
     remember: bool = False
+    #: Signed in with a second factor (a TOTP or recovery code) besides the password.
+    two_factor: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"user": {...}, "expires": "<ISO 8601>"}``, the body of ``GET /auth/session``."""
-        return {"user": self.user.to_dict(), "expires": self.expires.isoformat()}
+        """``{"user": {...}, "expires": "<ISO 8601>", "twoFactor": bool}``, the body of
+        ``GET /auth/session``."""
+        return {"user": self.user.to_dict(), "expires": self.expires.isoformat(),
+                "twoFactor": self.two_factor}

@@ -107,7 +107,8 @@ def _rotate_if_current(state: AppState, user: Any, reason: str) -> None:
     if current is None or current.user.id != user.id:
         return
     state.strategy.revoke([current.id], user.id)
-    start_session(state, user, auth_time=current.auth_time, remember=current.remember)
+    start_session(state, user, auth_time=current.auth_time, remember=current.remember,
+                  two_factor=current.two_factor)
     state.db.session.commit()
     signals.session_revoked.send(_app(), session_ids=[current.id], user_id=user.id,
                                  reason=reason)

@@ -65,7 +65,8 @@ def test_signin_json_returns_session(client: Any, strategy: str) -> None:
 def test_session_endpoint_shows_to_dict(client: Any) -> None:
     sign_in_ok(client)
     body = client.get("/auth/session").get_json()
-    assert set(body) == {"user", "expires"}
+    assert set(body) == {"user", "expires", "twoFactor"}
+    assert body["twoFactor"] is False
     assert body["user"]["email"] == USER[0]
 
 

@@ -106,6 +106,8 @@ class SessionInfo:
     ip: str | None
     user_agent: str | None
     current: bool
+    #: Signed in with a second factor besides the password.
+    two_factor: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         from ..devices import describe_user_agent
@@ -120,6 +122,7 @@ class SessionInfo:
             "userAgent": self.user_agent,
             "device": describe_user_agent(self.user_agent),
             "current": self.current,
+            "twoFactor": self.two_factor,
         }
 
 
@@ -203,11 +206,14 @@ class SessionStrategy(ABC):
         *,
         auth_time: datetime | None = None,
         remember: bool = False,
+        two_factor: bool = False,
     ) -> tuple[Session, str]:
         """Start a session for ``user`` (store it) and return it with the token for the
         cookie. ``auth_time`` keeps the absolute deadline when a session is
         rotated rather than newly signed in; ``remember`` gives it the
-        ``GUARDIAN_REMEMBER_*`` lifetimes (:meth:`deadlines`)."""
+        ``GUARDIAN_REMEMBER_*`` lifetimes (:meth:`deadlines`); ``two_factor`` is stored
+        and comes back as ``Session.two_factor`` (the caller passes it only when True, so
+        a strategy written before it keeps working for password-only sign-ins)."""
 
     @abstractmethod
     def revoke(self, session_ids: Iterable[str], user_id: int | None = None) -> list[str]:

@@ -61,7 +61,7 @@ class DatabaseStrategy(RegistryStrategy):
             select(
                 s.c.id, s.c.user_id, s.c.created_at, s.c.last_seen_at, s.c.expires_at,
                 s.c.absolute_expires_at, s.c.ip, s.c.user_agent,
-                u.c.email, *profile_columns(u), s.c.remember,
+                u.c.email, *profile_columns(u), s.c.remember, s.c.two_factor,
             )
             .select_from(s.join(u, bound_to_user(s, u)))
             .where(
@@ -112,10 +112,10 @@ class DatabaseStrategy(RegistryStrategy):
         every request until its next refresh, so the parsing and the objects are kept
         (keyed by the whole row, so any change to it is a new entry; bounded)."""
         (sid, user_id, created, last_seen, expires, _absolute, ip, signed_agent,
-         email, name, role, remember) = row
+         email, name, role, remember, two_factor) = row
         expires = as_utc(expires)
         session = Session(sid, SessionUser(user_id, email, name, role), expires, self.name,
-                          as_utc(created), bool(remember))
+                          as_utc(created), bool(remember), bool(two_factor))
         refresh_at = as_utc(last_seen).timestamp() + self.settings.update_age
         known = _Known(Loaded(session), expires.timestamp(), refresh_at, ip, signed_agent)
         if len(self._known) >= _KNOWN_MAX:
@@ -132,7 +132,7 @@ class DatabaseStrategy(RegistryStrategy):
                                                   "expires": expires})
             self.db.session.commit()
         return Session(session.id, session.user, expires, self.name, session.auth_time,
-                       session.remember)
+                       session.remember, session.two_factor)
 
     def issue(
         self,
@@ -141,13 +141,14 @@ class DatabaseStrategy(RegistryStrategy):
         *,
         auth_time: datetime | None = None,
         remember: bool = False,
+        two_factor: bool = False,
     ) -> tuple[Session, str]:
         token = secrets.token_urlsafe(32)
         now = utcnow()
         session_id = new_session_id()
         auth_time = auth_time or now
         expires, _ = self.insert_record(user, info, session_id, sha256_hex(token), now, auth_time,
-                                        remember)
+                                        remember, two_factor)
         session = Session(session_id, self.session_user(user), expires, self.name, auth_time,
-                          remember)
+                          remember, two_factor)
         return session, token

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 #: Claims every token must carry; PyJWT refuses a token missing any of them.
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "sub", "jti", "iss", "aud", "sid", "auth_time"]
+#: The registered claim ``amr`` (RFC 8176 authentication methods) by ``two_factor``: the
+#: password, and a one-time code too. A token whose ``amr`` is neither is refused.
+AMR: dict[bool, list[str]] = {False: ["pwd"], True: ["pwd", "otp"]}
 
 
 def agent_digest(agent: str | None) -> str:
@@ -120,7 +123,7 @@ class JWTStrategy(RevocationFeedStrategy):
             select(
                 s.c.created_at, s.c.expires_at, s.c.absolute_expires_at, s.c.ip,
                 s.c.user_agent, u.c.id, u.c.email, *profile_columns(u), u.c.session_version,
-                s.c.remember,
+                s.c.remember, s.c.two_factor,
             )
             .select_from(s.join(u, bound_to_user(s, u)))
             .where(s.c.id == bindparam("sid"), s.c.revoked_at.is_(None), u.c.is_active.is_(True))
@@ -211,6 +214,7 @@ class JWTStrategy(RevocationFeedStrategy):
             sid, ver, uah = claims["sid"], claims["ver"], claims["uah"]
             exp, iat, auth_time = claims["exp"], claims["iat"], claims["auth_time"]
             ipn, remember = claims.get("ipn"), claims.get("rem", False)
+            amr = claims.get("amr", AMR[False])  # a token from before the claim: password
         except jwt.ExpiredSignatureError:  # raised only once the signature checked out
             return EXPIRED
         except (jwt.PyJWTError, KeyError, ValueError, TypeError, OverflowError):
@@ -220,7 +224,7 @@ class JWTStrategy(RevocationFeedStrategy):
             and isinstance(user.email, str) and isinstance(user.role, str)
             and isinstance(user.name, (str, type(None))) and isinstance(ipn, (str, type(None)))
             and isinstance(auth_time, int) and isinstance(exp, int) and isinstance(iat, int)
-            and isinstance(remember, bool)
+            and isinstance(remember, bool) and amr in AMR.values()
         ):
             return None
         try:
@@ -228,7 +232,7 @@ class JWTStrategy(RevocationFeedStrategy):
             signed_in = datetime.fromtimestamp(auth_time, UTC)
         except (OverflowError, OSError, ValueError):
             return None
-        session = Session(sid, user, expires, self.name, signed_in, remember)
+        session = Session(sid, user, expires, self.name, signed_in, remember, "otp" in amr)
         # The agent is compared on first use too: a stolen token is checked at once.
         entry = _Verified(session, float(exp), float(iat), ver, uah, ipn, _UNCHECKED)
         self._remember(token, entry)
@@ -247,7 +251,7 @@ class JWTStrategy(RevocationFeedStrategy):
 
     def _encode(self, session_id: str, user: SessionUser, version: int, auth_time: datetime,
                 expires: datetime, agent: str | None, ip: str | None,
-                remember: bool = False) -> tuple[str, int]:
+                remember: bool = False, two_factor: bool = False) -> tuple[str, int]:
         """A signed token and its ``iat``."""
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -265,6 +269,7 @@ class JWTStrategy(RevocationFeedStrategy):
             "email": user.email,
             "name": user.name,
             "role": user.role,
+            "amr": AMR[two_factor],
         }
         if self.settings.monitor_ip_network:
             claims["ipn"] = ip_network(ip)
@@ -283,15 +288,19 @@ class JWTStrategy(RevocationFeedStrategy):
         *,
         auth_time: datetime | None = None,
         remember: bool = False,
+        two_factor: bool = False,
     ) -> tuple[Session, str]:
         now = utcnow().replace(microsecond=0)  # JWT times are whole seconds
         session_id = new_session_id()
         auth_time = (auth_time or now).replace(microsecond=0)
-        expires, _ = self.insert_record(user, info, session_id, None, now, auth_time, remember)
+        expires, _ = self.insert_record(user, info, session_id, None, now, auth_time, remember,
+                                        two_factor)
         session_user = self.session_user(user)
         token, _ = self._encode(session_id, session_user, user.session_version or 0, auth_time,
-                             expires, info.user_agent, info.ip, remember)
-        return Session(session_id, session_user, expires, self.name, auth_time, remember), token
+                                expires, info.user_agent, info.ip, remember, two_factor)
+        session = Session(session_id, session_user, expires, self.name, auth_time, remember,
+                          two_factor)
+        return session, token
 
     def _refresh(
         self, session: Session, request: Request, old_token: str, old: _Verified
@@ -316,8 +325,10 @@ class JWTStrategy(RevocationFeedStrategy):
             db_session.commit()
         user = SessionUser(row.id, row.email, row.name, row.role)
         token, issued_at = self._encode(session.id, user, row.session_version, row.created_at,
-                                        expires, row.user_agent, row.ip, row.remember)
-        refreshed = Session(session.id, user, expires, self.name, row.created_at, row.remember)
+                                        expires, row.user_agent, row.ip, row.remember,
+                                        row.two_factor)
+        refreshed = Session(session.id, user, expires, self.name, row.created_at, row.remember,
+                            row.two_factor)
         agent = client_agent(request)
         if (agent != row.user_agent or self.settings.monitor_ip_network) and not (
             self.check_client(refreshed, request, agent != row.user_agent, ip_network(row.ip))
@@ -328,7 +339,8 @@ class JWTStrategy(RevocationFeedStrategy):
             # header it can ignore): re-checked now, it needs no refresh until the next
             # update age, and it still ends at its own exp.
             old.loaded = Loaded(Session(session.id, user, old.loaded.session.expires,
-                                        self.name, row.created_at, row.remember))
+                                        self.name, row.created_at, row.remember,
+                                        row.two_factor))
             old.iat, old.ver = float(issued_at), row.session_version
             self._remember(old_token, old)
         # The next request brings the new token: verified already, no need to decode it.

@@ -155,20 +155,20 @@ class RedisStrategy(SessionStrategy):
                                  datetime.fromtimestamp(record.absolute, UTC))[0].timestamp()
         value = encode_record(session.id, user, record.uniquifier,
                               session.auth_time.timestamp(), now, expires, record.absolute,
-                              record.ip, record.agent, session.remember)
+                              record.ip, record.agent, session.remember, session.two_factor)
         try:
             self.redis.set(self._session_prefix + sha256_hex(token), value,
                            pxat=int(expires * 1000), xx=True)
         except self._errors as exc:
             raise _down(exc) from exc
         return Session(session.id, user, datetime.fromtimestamp(expires, UTC), self.name,
-                       session.auth_time, session.remember)
+                       session.auth_time, session.remember, session.two_factor)
 
     # -- starting and ending sessions ------------------------------------------------
 
     def issue(self, user: Any, info: RequestInfo, *,
-              auth_time: datetime | None = None,
-              remember: bool = False) -> tuple[Session, str]:
+              auth_time: datetime | None = None, remember: bool = False,
+              two_factor: bool = False) -> tuple[Session, str]:
         token = secrets.token_urlsafe(32)
         digest = sha256_hex(token)
         now = utcnow()
@@ -178,7 +178,8 @@ class RedisStrategy(SessionStrategy):
         session_user = self.session_user(user)
         value = encode_record(session_id, session_user, user.uniquifier,
                               auth_time.timestamp(), now.timestamp(), expires_at.timestamp(),
-                              absolute.timestamp(), info.ip, info.user_agent, remember)
+                              absolute.timestamp(), info.ip, info.user_agent, remember,
+                              two_factor)
         at_ms = int(expires_at.timestamp() * 1000)
         user_key = self._user_prefix + str(user.id)
         try:
@@ -193,7 +194,8 @@ class RedisStrategy(SessionStrategy):
             pipe.execute()
         except self._errors as exc:
             raise _down(exc) from exc
-        session = Session(session_id, session_user, expires_at, self.name, auth_time, remember)
+        session = Session(session_id, session_user, expires_at, self.name, auth_time, remember,
+                          two_factor)
         return session, token
 
     def _delete(self, pairs: Iterable[tuple[str, str]], user_id: int | None,
@@ -380,7 +382,7 @@ class RedisStrategy(SessionStrategy):
                 sid, user_id, self.name, record.loaded.session.auth_time,
                 datetime.fromtimestamp(last_seen, UTC),
                 datetime.fromtimestamp(record.expires, UTC),
-                record.ip, record.agent, sid == current_id,
+                record.ip, record.agent, sid == current_id, record.loaded.session.two_factor,
             ))
         if gone:
             try:

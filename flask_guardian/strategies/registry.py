@@ -55,11 +55,13 @@ class RegistryStrategy(SessionStrategy):
         now: datetime,
         auth_time: datetime,
         remember: bool = False,
+        two_factor: bool = False,
     ) -> tuple[datetime, datetime]:
         """Add the registry row of a new session (``token_hash``: what ``load`` will look
         it up by, or None when the credential is self-contained) and return its
         ``(expires, absolute)`` deadlines; ``remember`` gives it the "remember me"
-        lifetimes. ``issue`` calls it; the caller commits."""
+        lifetimes; ``two_factor`` records a sign-in with a second factor. ``issue`` calls
+        it; the caller commits."""
         expires, absolute = self.deadlines(now, auth_time, remember)
         self.db.session.execute(
             self.sessions.insert().values(
@@ -73,6 +75,7 @@ class RegistryStrategy(SessionStrategy):
                 expires_at=expires,
                 absolute_expires_at=absolute,
                 remember=remember,
+                two_factor=two_factor,
                 ip=info.ip,
                 user_agent=info.user_agent,
             )
@@ -113,7 +116,7 @@ class RegistryStrategy(SessionStrategy):
         rows = self.db.session.execute(
             select(
                 t.c.id, t.c.strategy, t.c.created_at, t.c.last_seen_at, t.c.expires_at,
-                t.c.ip, t.c.user_agent,
+                t.c.ip, t.c.user_agent, t.c.two_factor,
             )
             .select_from(t.join(u, bound_to_user(t, u)))
             .where(t.c.user_id == user_id, t.c.revoked_at.is_(None), t.c.expires_at > utcnow())
@@ -121,6 +124,6 @@ class RegistryStrategy(SessionStrategy):
         )
         return [
             SessionInfo(r.id, user_id, r.strategy, r.created_at, r.last_seen_at, r.expires_at,
-                        r.ip, r.user_agent, r.id == current_id)
+                        r.ip, r.user_agent, r.id == current_id, r.two_factor)
             for r in rows
         ]

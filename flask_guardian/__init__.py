@@ -26,6 +26,7 @@ from .errors import (
 )
 from .extension import Guardian
 from .external import sign_in_user
+from .fresh import ReauthenticationRequired, fresh_login_required
 from .models import UserMixin
 from .per_request import get_session
 from .protection import login_required, roles_required
@@ -45,6 +46,7 @@ __all__ = [
     "Guardian",
     "GuardianError",
     "NotFound",
+    "ReauthenticationRequired",
     "Session",
     "SessionInfo",
     "SessionStrategy",
@@ -57,6 +59,7 @@ __all__ = [
     "Unauthorized",
     "UserMixin",
     "current_user",
+    "fresh_login_required",
     "get_session",
     "login_required",
     "roles_required",

@@ -26,6 +26,7 @@ from .config_values import (
     read_timeout,
 )
 from .errors import ConfigurationError
+from .fresh_config import FRESH_DEFAULTS, read_fresh_within
 from .identifiers import read_login_fields
 from .jwt_keys import (
     ASYMMETRIC_ALGORITHMS,
@@ -111,6 +112,7 @@ DEFAULTS: dict[str, Any] = {
     "GUARDIAN_LOGIN_FIELDS": ["email"],
     # Where login_required sends browsers (signin_view.py): None is the blueprint's page.
     "GUARDIAN_SIGNIN_VIEW": None,
+    **FRESH_DEFAULTS,
 }
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,8 @@ class Settings:
     #: The lifetimes of a session signed in with "remember me".
     remember_max_age: int = 30 * 24 * 3600
     remember_idle_timeout: int = 7 * 24 * 3600
+    #: Seconds since sign-in within which ``fresh_login_required`` lets a session pass.
+    fresh_within: int = 600
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -365,6 +369,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         remember_max_age=read_duration(values, "GUARDIAN_REMEMBER_MAX_AGE", minimum=60),
         remember_idle_timeout=read_duration(values, "GUARDIAN_REMEMBER_IDLE_TIMEOUT",
                                             minimum=max(60, update_age + 1)),
+        fresh_within=read_fresh_within(values),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

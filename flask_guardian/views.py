@@ -20,6 +20,7 @@ from .errors import (
     TooManyAttempts,
     Unauthorized,
 )
+from .fresh import ReauthenticationRequired, reauthenticate_url
 from .per_request import OUTGOING, Outgoing
 from .protection import login_required
 from .redirects import current_path, safe_redirect
@@ -108,6 +109,8 @@ def render_error(error: AuthError) -> Any:
     if isinstance(error, Unauthorized):
         settings = get_state().settings
         target = safe_redirect(current_path(), settings.default_redirect)
+        if isinstance(error, ReauthenticationRequired):  # signed in, not recently enough
+            return redirect(reauthenticate_url(target), 303)
         return redirect(signin_url(settings.signin_view, target), 303)
     return render_template("guardian/error.html", error=error), error.status_code, headers
 

@@ -7,9 +7,11 @@
 
 Pages: a root layout whose nav shows Home, Dashboard when signed in and Admin only for the
 role ``admin``, with the package's auth-status partial; ``/dashboard`` reads ``g.session``;
-``/admin`` is behind ``roles_required("admin")``; ``/reports`` is protected by
-configuration (``GUARDIAN_PROTECTED_ROUTES``); ``/auth/sessions`` lists the user's devices;
-``/api/me`` answers JSON, to a cookie or (jwt strategy) to ``Authorization: Bearer <jwt>``.
+``/admin`` is behind ``roles_required("admin")``; ``/admin/danger-zone`` also needs a
+fresh sign-in (``fresh_login_required``: the password again after 10 minutes); ``/reports``
+is protected by configuration (``GUARDIAN_PROTECTED_ROUTES``); ``/auth/sessions`` lists the
+user's devices; ``/api/me`` answers JSON, to a cookie or (jwt strategy) to
+``Authorization: Bearer <jwt>``.
 
 ``create_app()`` is also what ``flask --app examples/app.py guardian ...`` and the browser
 tests use.
@@ -20,13 +22,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, g, jsonify, render_template
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_guardian import AuthError, Guardian, login_required, roles_required
+from flask_guardian import (
+    AuthError,
+    Guardian,
+    fresh_login_required,
+    login_required,
+    roles_required,
+)
+from flask_guardian.state import get_state
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,6 +127,14 @@ def create_app(
             db.select(guardian.user_model).order_by(guardian.user_model.id)
         ).scalars()
         return render_template("admin.html", users=list(users))
+
+    @app.get("/admin/danger-zone")
+    @roles_required("admin")
+    @fresh_login_required()  # signed in (or re-authenticated) within GUARDIAN_FRESH_WITHIN
+    def danger_zone() -> str:
+        settings = get_state().settings
+        fresh_until = g.session.auth_time + timedelta(seconds=settings.fresh_within)
+        return render_template("danger_zone.html", current=g.session, fresh_until=fresh_until)
 
     # No decorator: GUARDIAN_PROTECTED_ROUTES guards these before the view runs.
     @app.get("/reports")

@@ -5,10 +5,12 @@ Werkzeug builds from the Host header cannot point elsewhere."""
 from __future__ import annotations
 
 import importlib.util
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "app.py"
 CHEAP = {
@@ -71,3 +73,40 @@ def test_the_example_on_sqlite_needs_no_redis(
     app = example_app(tmp_path)
     assert app.config.get("GUARDIAN_REDIS_URL") is None
     assert app.test_client().get("/").status_code == 200
+
+
+def test_the_example_danger_zone_asks_for_the_password_again(tmp_path: Path) -> None:
+    """The admin route behind ``fresh_login_required``, linked from the dashboard: fresh
+    after signing in, sent to re-authenticate 10 minutes later, fresh again after it."""
+    start = datetime(2030, 1, 2, 9, 0, tzinfo=UTC)
+    client = example_app(tmp_path).test_client()
+    with time_machine.travel(start, tick=False) as clock:
+        token = client.get("/auth/csrf").get_json()["csrfToken"]
+        signed_in = client.post("/auth/signin", data={
+            "email": "admin@example.com", "password": "admin-password-123",
+            "csrf_token": token})
+        assert signed_in.status_code == 303
+        assert 'href="/admin/danger-zone"' in client.get("/dashboard").text
+        assert client.get("/admin/danger-zone").status_code == 200
+        clock.move_to(start + timedelta(minutes=11))
+        stale = client.get("/admin/danger-zone")
+        assert stale.status_code == 303
+        assert stale.headers["Location"] == (
+            "/auth/reauthenticate?redirectUrl=%2Fadmin%2Fdanger-zone")
+        form = client.get(stale.headers["Location"])
+        assert form.status_code == 200 and "admin@example.com" in form.text
+        token = client.get("/auth/csrf").get_json()["csrfToken"]
+        again = client.post("/auth/reauthenticate", data={
+            "password": "admin-password-123", "csrf_token": token,
+            "redirectUrl": "/admin/danger-zone"})
+        assert again.headers["Location"] == "/admin/danger-zone"
+        assert client.get("/admin/danger-zone").status_code == 200
+
+
+def test_the_example_danger_zone_is_for_admins_only(tmp_path: Path) -> None:
+    client = example_app(tmp_path).test_client()
+    token = client.get("/auth/csrf").get_json()["csrfToken"]
+    client.post("/auth/signin", data={"email": "user@example.com",
+                                      "password": "user-password-123", "csrf_token": token})
+    assert 'href="/admin/danger-zone"' not in client.get("/dashboard").text
+    assert client.get("/admin/danger-zone").status_code == 403

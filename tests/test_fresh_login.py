@@ -25,9 +25,11 @@ from helpers import (
     db_of,
     guardian_of,
     session_cookie,
+    set_cookie_headers,
     sign_in,
     sign_in_ok,
 )
+from servers import ProxiedDatabase
 from sqlalchemy import select
 
 from flask_guardian import (
@@ -419,3 +421,62 @@ def test_a_non_object_json_body_is_400(make_app: AppFactory) -> None:
         response = client.post("/auth/reauthenticate", data=raw,
                                content_type="application/json")
         assert response.status_code == 400, raw
+
+
+# -- a database outage while re-authenticating ----------------------------------------------
+
+
+def session_id_after_outage(app: Flask, client: Any) -> str | None:
+    """The session the client holds once the database is back (the reader pauses a moment
+    after a failure: the clock is moved past it)."""
+    with time_machine.travel(datetime.now(UTC) + timedelta(seconds=3), tick=True):
+        body = client.get("/test/flags").get_json()
+    return None if body is None else str(body["id"])
+
+
+@pytest.mark.parametrize("step", ["password check", "rotation"])
+def test_an_outage_while_reauthenticating_is_a_503_and_keeps_the_session(
+    make_proxied_app: AppFactory, proxied_database: ProxiedDatabase, step: str,
+    monkeypatch: pytest.MonkeyPatch, strategy: str,
+) -> None:
+    app = make_proxied_app()
+    add_routes(app)
+    state = get_state(app)
+    proxy = proxied_database.proxy
+    client = app.test_client()
+    sign_in_ok(client)
+    before = flags(client)
+    assert before is not None
+    token = csrf_token(client)
+    if step == "password check":
+        verify = state.hasher.verify
+
+        def verify_then_fault(password: str, stored: str | None) -> tuple[bool, str | None]:
+            result = verify(password, stored)
+            proxy.refuse()
+            return result
+
+        monkeypatch.setattr(state.hasher, "verify", verify_then_fault)
+    else:
+        issue = state.strategy.issue
+
+        def fault_then_issue(*args: Any, **kwargs: Any) -> Any:
+            proxy.refuse()
+            return issue(*args, **kwargs)
+
+        monkeypatch.setattr(state.strategy, "issue", fault_then_issue)
+    response = client.post("/auth/reauthenticate",
+                           json={"password": USER[1], "csrf_token": token})
+    assert response.status_code == 503, response.get_data(as_text=True)[:300]
+    assert response.get_json()["error"] == "storage_unavailable"
+    assert response.headers["Retry-After"].isdigit()
+    assert set_cookie_headers(response, cookie_name(app)) == []  # no new session was sent
+    monkeypatch.undo()
+    proxy.restore()
+    after = session_id_after_outage(app, client)
+    if strategy == "jwt" and step == "rotation":
+        # The jwt strategy marks a revocation in its process at once (before the commit
+        # that failed): fail closed, this process may refuse the old token; never a new one.
+        assert after in (before["id"], None)
+    else:
+        assert after == before["id"]  # the revocation was rolled back: the old one lives on

@@ -20,6 +20,7 @@ PHONE = {"viewport": {"width": WIDTH, "height": 844}, "device_scale_factor": 3,
 #: Every link the admin's nav has, and every page an admin reaches from it.
 NAV = ["Home", "Dashboard", "Reports", "Sessions", "Admin"]
 PAGES = ["/", "/dashboard", "/reports", "/reports/audit", "/auth/sessions", "/admin",
+         "/admin/danger-zone", "/auth/reauthenticate?redirectUrl=/admin/danger-zone",
          "/auth/signout"]
 
 #: Each nav link's box, and whether the browser would have to scroll anything to show it.

@@ -480,3 +480,29 @@ def test_an_outage_while_reauthenticating_is_a_503_and_keeps_the_session(
         assert after in (before["id"], None)
     else:
         assert after == before["id"]  # the revocation was rolled back: the old one lives on
+
+
+def test_jwt_an_api_client_reauthenticates_with_its_bearer_token(
+    make_app: AppFactory, strategy: str,
+) -> None:
+    if strategy != "jwt":
+        pytest.skip("bearer tokens are the jwt strategy's")
+    app = fresh_app(make_app)
+    with time_machine.travel(START, tick=False) as clock:
+        browser = app.test_client()
+        sign_in_ok(browser)
+        old = session_cookie(browser, app)
+        api = app.test_client()  # no cookies: the token in a header, no CSRF to send
+        bearer = {"Authorization": f"Bearer {old}", **JSON}
+        clock.move_to(STALE)
+        stale = api.get("/settings/bare", headers=bearer)
+        assert stale.status_code == 401
+        assert stale.get_json()["error"] == "reauthentication_required"
+        response = api.post("/auth/reauthenticate", json={"password": USER[1]}, headers=bearer)
+        assert response.status_code == 200, response.get_json()
+        new = response.headers["X-Guardian-Token"]
+        assert new != old
+        assert api.get("/settings/bare", headers={"Authorization": f"Bearer {new}",
+                                                  **JSON}).status_code == 200
+        ended = api.get("/settings/bare", headers=bearer)  # the old token's session ended
+        assert ended.status_code == 401 and ended.get_json()["error"] == "unauthorized"

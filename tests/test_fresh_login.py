@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import time_machine
 from flask import Flask, g, jsonify, request
+from flask_sqlalchemy import SQLAlchemy
 from helpers import (
     ADMIN,
     BASE_CONFIG,
@@ -28,13 +29,17 @@ from helpers import (
     set_cookie_headers,
     sign_in,
     sign_in_ok,
+    strategy_config,
 )
-from servers import ProxiedDatabase
-from sqlalchemy import select
+from servers import ProxiedDatabase, delete_redis_keys
+from sqlalchemy import String, select
+from sqlalchemy.orm import Mapped, mapped_column
 
 from flask_guardian import (
     ConfigurationError,
+    Guardian,
     ReauthenticationRequired,
+    UserMixin,
     fresh_login_required,
     signals,
 )
@@ -506,3 +511,63 @@ def test_jwt_an_api_client_reauthenticates_with_its_bearer_token(
                                                   **JSON}).status_code == 200
         ended = api.get("/settings/bare", headers=bearer)  # the old token's session ended
         assert ended.status_code == 401 and ended.get_json()["error"] == "unauthorized"
+
+
+# -- another account answering to the same identifier ---------------------------------------
+
+#: Carol has no username, so her identifier is her email; Dave's username is that email
+#: (usernames are tried first): the identifier finds Dave.
+CAROL = (None, "carol@example.com", "carol-password-123")
+DAVE = ("carol@example.com", "dave@example.com", "dave-password-1234")
+
+
+def members_app(database_url: str, strategy: str) -> Flask:
+    app = Flask("fresh_members_app")
+    app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI=database_url,
+                      SESSION_STRATEGY=strategy, GUARDIAN_LOGIN_FIELDS=["username", "email"])
+    app.config.update(strategy_config(strategy))
+    db = SQLAlchemy(app)
+
+    class Member(db.Model, UserMixin):  # type: ignore[name-defined,misc]
+        __tablename__ = "fresh_members"
+        username: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
+
+    guardian = Guardian(app, db=db, user_model=Member)
+
+    @app.post("/test/signin-as")
+    def signin_as() -> Any:  # as a registration or an OAuth callback would
+        user = db.session.execute(
+            select(Member).where(Member.email == request.form["email"])).scalar_one()
+        return jsonify(ok=guardian.sign_in_user(user).ok)
+
+    with app.app_context():
+        db.create_all()
+        hasher = get_state(app).hasher
+        for username, email, password in (CAROL, DAVE):
+            db.session.add(Member(username=username, email=email,
+                                  password_hash=hasher.hash(password)))
+        db.session.commit()
+    return app
+
+
+def test_another_accounts_password_never_refreshes_the_session(
+    database_url: str, strategy: str,
+) -> None:
+    app = members_app(database_url, strategy)
+    try:
+        client = app.test_client()
+        # Carol cannot sign in with her email (it finds Dave first, as for sign-in), but
+        # the application may sign her in itself.
+        assert client.post("/test/signin-as", data={"email": CAROL[1]}).get_json()["ok"]
+        before = client.get("/auth/session").get_json()
+        response = reauth(client, DAVE[2], json=True)
+        assert response.status_code == 401
+        assert response.get_json() == {"ok": False, "error": "invalid_credentials"}
+        assert client.get("/auth/session").get_json() == before  # still Carol's, unchanged
+        # Her own password does not pass either: her identifier finds Dave, as at sign-in.
+        assert reauth(client, CAROL[2], json=True).status_code == 401
+    finally:
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+        if strategy == "redis":
+            delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])

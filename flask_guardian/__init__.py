@@ -19,9 +19,12 @@ from .errors import (
     CSRFError,
     Forbidden,
     GuardianError,
+    InvalidCode,
+    InvalidPassword,
     NotFound,
     StorageUnavailable,
     TooManyAttempts,
+    TwoFactorStateError,
     Unauthorized,
 )
 from .extension import Guardian
@@ -31,6 +34,12 @@ from .per_request import get_session
 from .protection import login_required, roles_required
 from .session import Session, SessionUser
 from .strategies import SessionInfo, SessionStrategy
+from .two_factor import (
+    enrolment_generation,
+    recovery_codes_left,
+    two_factor_enabled,
+    verify_second_factor,
+)
 from .user_proxy import AnonymousUser, current_user
 
 __version__ = "0.1.0"
@@ -44,6 +53,8 @@ __all__ = [
     "Forbidden",
     "Guardian",
     "GuardianError",
+    "InvalidCode",
+    "InvalidPassword",
     "NotFound",
     "Session",
     "SessionInfo",
@@ -54,14 +65,19 @@ __all__ = [
     "SignOutResult",
     "StorageUnavailable",
     "TooManyAttempts",
+    "TwoFactorStateError",
     "Unauthorized",
     "UserMixin",
     "current_user",
+    "enrolment_generation",
     "get_session",
     "login_required",
+    "recovery_codes_left",
     "roles_required",
     "sign_in",
     "sign_in_user",
     "sign_out",
     "signals",
+    "two_factor_enabled",
+    "verify_second_factor",
 ]

@@ -35,6 +35,7 @@ from .jwt_keys import (
     read_jwt_keys,
 )
 from .signin_view import read_signin_view
+from .two_factor_settings import TWO_FACTOR_DEFAULTS, TwoFactorSettings, read_two_factor_settings
 
 if TYPE_CHECKING:
     from .strategies.base import SessionStrategy
@@ -111,6 +112,7 @@ DEFAULTS: dict[str, Any] = {
     "GUARDIAN_LOGIN_FIELDS": ["email"],
     # Where login_required sends browsers (signin_view.py): None is the blueprint's page.
     "GUARDIAN_SIGNIN_VIEW": None,
+    **TWO_FACTOR_DEFAULTS,  # each with its reason in two_factor_settings.py
 }
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ class Settings:
     #: The lifetimes of a session signed in with "remember me".
     remember_max_age: int = 30 * 24 * 3600
     remember_idle_timeout: int = 7 * 24 * 3600
+    two_factor: TwoFactorSettings | None = None
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -365,6 +368,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         remember_max_age=read_duration(values, "GUARDIAN_REMEMBER_MAX_AGE", minimum=60),
         remember_idle_timeout=read_duration(values, "GUARDIAN_REMEMBER_IDLE_TIMEOUT",
                                             minimum=max(60, update_age + 1)),
+        two_factor=read_two_factor_settings(config, values, secret),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

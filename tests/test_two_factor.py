@@ -1,0 +1,370 @@
+"""Two-factor authentication (SPEC §10): enrolment, TOTP codes accepted once within one step
+of drift, single-use recovery codes, the sign-in lockout counting wrong codes, the secret
+encrypted at rest (and still readable after a key rotation), and the routes of the 2FA
+page. Real codes computed with pyotp; the clock moved with time-machine."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyotp
+import pytest
+import time_machine
+from flask import Flask
+from helpers import USER, build_app, db_of, guardian_of, sign_in
+from sqlalchemy import func, select
+
+from flask_guardian import (
+    InvalidCode,
+    TooManyAttempts,
+    TwoFactorStateError,
+    enrolment_generation,
+    recovery_codes_left,
+    signals,
+    two_factor_enabled,
+    verify_second_factor,
+)
+from flask_guardian.state import get_state
+from flask_guardian.two_factor import tables
+from flask_guardian.two_factor_enrolment import (
+    admin_reset,
+    begin_setup,
+    disable,
+    enable,
+    regenerate_codes,
+)
+
+# Enrolments, codes and lockout counters are stored: the full database matrix.
+pytestmark = pytest.mark.databases
+
+#: A fixed start, 5 seconds into a 30-second step, so "the next step" is 30 s away.
+T0 = datetime(2026, 12, 1, 12, 0, 5, tzinfo=UTC)
+IP = "203.0.113.7"
+
+
+def code_at(secret: str, when: datetime) -> str:
+    return pyotp.TOTP(secret).at(when)
+
+
+def user_of(app: Flask, email: str = USER[0]) -> Any:
+    model = guardian_of(app).user_model
+    return db_of(app).session.execute(
+        select(model).where(model.email == email)).scalar_one()
+
+
+def enrol(app: Flask, email: str = USER[0]) -> tuple[str, list[str]]:
+    """Turn 2FA on for ``email`` through the enrolment functions at the current (frozen)
+    time; returns the secret and the recovery codes."""
+    with app.app_context():
+        state = get_state()
+        user = user_of(app, email)
+        setup = begin_setup(state, user, issuer="Test")
+        codes = enable(state, user, code_at(setup.secret, datetime.now(UTC)))
+    return setup.secret, codes
+
+
+def verify(app: Flask, code: object, email: str = USER[0]) -> str:
+    with app.app_context():
+        return verify_second_factor(get_state(), user_of(app, email), code, client_ip=IP)
+
+
+def enrolment_row(app: Flask) -> Any:
+    table = tables(get_state(app)).enrolment.__table__
+    with app.app_context():
+        return db_of(app).session.execute(select(table)).one()
+
+
+def failures(app: Flask) -> int:
+    """Failed attempts counted for the user's email (SQL or Redis counters)."""
+    with app.app_context():
+        state = get_state()
+        from flask_guardian.identifiers import lockout_key
+
+        key = lockout_key(USER[0])
+        redis = state.redis
+        if redis is not None:
+            value = redis.client.hget(state.settings.redis_prefix + "lock:" + key, "n")
+            return int(value or 0)
+        table = state.models.login_attempt.__table__
+        row = db_of(app).session.execute(
+            select(table.c.failures).where(table.c.key == key)).first()
+        return int(row[0]) if row else 0
+
+
+# -- enrolment ------------------------------------------------------------------------
+
+
+def test_two_factor_is_on_only_once_a_current_code_confirms_the_setup(make_app: Any) -> None:
+    app = make_app()
+    with time_machine.travel(T0, tick=False), app.app_context():
+        state = get_state()
+        user = user_of(app)
+        assert not two_factor_enabled(state, user)
+        assert enrolment_generation(state, user) is None
+        setup = begin_setup(state, user, issuer="Test")
+        assert setup.otpauth_url.startswith("otpauth://totp/Test:")
+        assert "secret=" + setup.secret in setup.otpauth_url
+        assert not two_factor_enabled(state, user)  # nothing enabled by the setup
+        wrong = code_at(setup.secret, T0 + timedelta(minutes=5))
+        with pytest.raises(InvalidCode):
+            enable(state, user, wrong)
+        assert not two_factor_enabled(state, user)
+        codes = enable(state, user, code_at(setup.secret, T0))
+        assert two_factor_enabled(state, user)
+        assert isinstance(enrolment_generation(state, user), int)
+        assert len(codes) == 10 and len(set(codes)) == 10
+        assert recovery_codes_left(state, user) == 10
+        with pytest.raises(TwoFactorStateError):
+            begin_setup(state, user, issuer="Test")  # a second secret needs a disable first
+
+
+def test_enable_without_a_setup_is_refused(make_app: Any) -> None:
+    app = make_app()
+    with app.app_context():
+        state = get_state()
+        with pytest.raises(TwoFactorStateError):
+            enable(state, user_of(app), "123456")
+        assert not two_factor_enabled(state, user_of(app))
+
+
+# -- TOTP codes -----------------------------------------------------------------------
+
+
+def test_a_code_is_accepted_once(make_app: Any) -> None:
+    app = make_app()
+    with time_machine.travel(T0, tick=False) as clock:
+        secret, _ = enrol(app)
+        # The code that confirmed the enrolment is spent already.
+        with pytest.raises(InvalidCode):
+            verify(app, code_at(secret, T0))
+        clock.shift(30)
+        code = code_at(secret, T0 + timedelta(seconds=30))
+        assert verify(app, code) == "totp"
+        with pytest.raises(InvalidCode):
+            verify(app, code)  # replayed
+
+
+def test_one_step_of_clock_drift_is_accepted_either_side(make_app: Any) -> None:
+    app = make_app()
+    with time_machine.travel(T0, tick=False) as clock:
+        secret, _ = enrol(app)
+        clock.shift(300)
+        now = T0 + timedelta(seconds=300)
+        with pytest.raises(InvalidCode):
+            verify(app, code_at(secret, now - timedelta(seconds=60)))  # two steps behind
+        assert verify(app, code_at(secret, now - timedelta(seconds=30))) == "totp"
+        clock.shift(300)
+        now += timedelta(seconds=300)
+        with pytest.raises(InvalidCode):
+            verify(app, code_at(secret, now + timedelta(seconds=60)))  # two steps ahead
+        assert verify(app, code_at(secret, now + timedelta(seconds=30))) == "totp"
+        # The step after "now" is used: the current code is now older, so a replay.
+        with pytest.raises(InvalidCode):
+            verify(app, code_at(secret, now))
+
+
+def test_spaces_and_dashes_in_a_code_are_ignored(make_app: Any) -> None:
+    app = make_app()
+    with time_machine.travel(T0, tick=False) as clock:
+        secret, _ = enrol(app)
+        clock.shift(30)
+        code = code_at(secret, T0 + timedelta(seconds=30))
+        assert verify(app, f" {code[:3]} -{code[3:]} ") == "totp"
+
+
+# -- recovery codes -------------------------------------------------------------------
+
+
+def test_a_recovery_code_works_once_and_the_count_goes_down(make_app: Any) -> None:
+    app = make_app()
+    used: list[int] = []
+
+    def on_used(sender: Any, user: Any, remaining: int) -> None:
+        used.append(remaining)
+
+    with time_machine.travel(T0, tick=False):
+        _, codes = enrol(app)
+        with signals.recovery_code_used.connected_to(on_used, sender=app):
+            # Typed in capitals with spaces for the dashes: the same code.
+            assert verify(app, codes[0].upper().replace("-", " ")) == "recovery"
+            with pytest.raises(InvalidCode):
+                verify(app, codes[0])
+            assert verify(app, codes[1]) == "recovery"
+    assert used == [9, 8]
+    with app.app_context():
+        assert recovery_codes_left(get_state(), user_of(app)) == 8
+
+
+def test_recovery_codes_are_stored_as_digests(make_app: Any) -> None:
+    app = make_app()
+    _, codes = enrol(app)
+    table = tables(get_state(app)).recovery_code.__table__
+    with app.app_context():
+        stored = [r.code_hash for r in db_of(app).session.execute(select(table))]
+    assert len(stored) == 10
+    for code in codes:
+        assert all(code.replace("-", "") not in h and code not in h for h in stored)
+
+
+# -- lockout --------------------------------------------------------------------------
+
+
+def test_wrong_codes_lock_the_account_like_wrong_passwords(make_app: Any) -> None:
+    app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=3)
+    with time_machine.travel(T0, tick=False) as clock:
+        secret, _ = enrol(app)
+        clock.shift(30)
+        for _ in range(3):
+            with pytest.raises(InvalidCode):
+                verify(app, "000000" if code_at(secret, T0 + timedelta(seconds=30)) != "000000"
+                       else "111111")
+        with pytest.raises(TooManyAttempts) as locked:
+            verify(app, code_at(secret, T0 + timedelta(seconds=30)))  # right, but locked
+        assert locked.value.retry_after > 0
+        # The same counter as passwords: the right password is refused too.
+        reply = sign_in(app.test_client(), *USER, json=True)
+        assert reply.status_code == 429
+        assert reply.get_json()["error"] == "too_many_attempts"
+
+
+def test_wrong_passwords_lock_the_code_check_too(make_app: Any) -> None:
+    app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=2)
+    with time_machine.travel(T0, tick=False) as clock:
+        secret, _ = enrol(app)
+        client = app.test_client()
+        for _ in range(2):
+            reply = sign_in(client, USER[0], "not-the-password", json=True)
+            assert reply.status_code == 401
+        clock.shift(30)
+        with pytest.raises(TooManyAttempts):
+            verify(app, code_at(secret, T0 + timedelta(seconds=30)))
+
+
+def test_a_right_code_clears_the_count(make_app: Any) -> None:
+    app = make_app()
+    with time_machine.travel(T0, tick=False) as clock:
+        secret, _ = enrol(app)
+        with pytest.raises(InvalidCode):
+            verify(app, "abc")
+        assert failures(app) == 1
+        clock.shift(30)
+        verify(app, code_at(secret, T0 + timedelta(seconds=30)))
+        assert failures(app) == 0
+
+
+BAD_CODES: list[object] = [
+    "abcdef", "12345a", "1234567", "12345", "1" * 100_000, "12345\x00", "123\x00456",
+    "\uff11\uff12\uff13\uff14\uff15\uff16",  # full-width digits
+    "١٢٣٤٥٦",  # Arabic-Indic digits
+    "", None, 123456, ["123456"], {"code": "123456"}, "12 34 56 78",
+]
+
+
+def test_malformed_codes_are_refused_counted_and_write_nothing_else(make_app: Any) -> None:
+    app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=100)
+    with time_machine.travel(T0, tick=False):
+        enrol(app)
+        before = enrolment_row(app)
+        with app.app_context():
+            left = recovery_codes_left(get_state(), user_of(app))
+        for bad in BAD_CODES:
+            with pytest.raises(InvalidCode):
+                verify(app, bad)
+        assert failures(app) == len(BAD_CODES)
+        assert enrolment_row(app) == before
+        with app.app_context():
+            assert recovery_codes_left(get_state(), user_of(app)) == left
+
+
+def test_a_user_without_two_factor_has_no_valid_code(make_app: Any) -> None:
+    app = make_app()
+    with pytest.raises(InvalidCode):
+        verify(app, "123456")
+    assert failures(app) == 1
+
+
+# -- the secret at rest ---------------------------------------------------------------
+
+
+def test_the_secret_is_encrypted_at_rest(make_app: Any) -> None:
+    app = make_app()
+    secret, _ = enrol(app)
+    row = enrolment_row(app)
+    assert row.secret is not None and row.pending_secret is None
+    assert secret not in row.secret and secret.lower() not in row.secret.lower()
+    import base64
+
+    assert secret.encode() not in base64.urlsafe_b64decode(row.secret[3:])
+    # Another secret key cannot open it.
+    other = build_app(app.config["SQLALCHEMY_DATABASE_URI"], app.config["SESSION_STRATEGY"],
+                      **{**_store(app), "SECRET_KEY": "another-secret-key-0123456789"})
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    with time_machine.travel(later, tick=False), pytest.raises(InvalidCode):
+        verify(other, code_at(secret, later))
+
+
+def _store(app: Flask) -> dict[str, Any]:
+    keys = ("GUARDIAN_REDIS_URL", "GUARDIAN_REDIS_PREFIX")
+    return {k: app.config[k] for k in keys if k in app.config}
+
+
+def test_a_rotated_key_still_opens_the_secret_and_it_is_sealed_again(make_app: Any) -> None:
+    app = make_app()
+    with time_machine.travel(T0, tick=False) as clock:
+        secret, _ = enrol(app)
+        sealed = enrolment_row(app).secret
+        url = app.config["SQLALCHEMY_DATABASE_URI"]
+        new_key = "the-new-secret-key-0123456789abcdef"
+        rotated = build_app(url, app.config["SESSION_STRATEGY"], **_store(app),
+                            SECRET_KEY=new_key,
+                            SECRET_KEY_FALLBACKS=[app.config["SECRET_KEY"]])
+        clock.shift(30)
+        assert verify(rotated, code_at(secret, T0 + timedelta(seconds=30))) == "totp"
+        resealed = enrolment_row(rotated).secret
+        assert resealed != sealed
+        # Sealed under the new key: the new key alone opens it now.
+        alone = build_app(url, app.config["SESSION_STRATEGY"], **_store(app),
+                          SECRET_KEY=new_key)
+        clock.shift(30)
+        assert verify(alone, code_at(secret, T0 + timedelta(seconds=60))) == "totp"
+
+
+# -- disable, regenerate, admin reset ---------------------------------------------------
+
+
+def test_generation_moves_on_every_change(make_app: Any) -> None:
+    app = make_app()
+    seen = []
+    with time_machine.travel(T0, tick=False):
+        enrol(app)
+        with app.test_request_context():
+            state = get_state()
+            user = user_of(app)
+            seen.append(enrolment_generation(state, user))
+            regenerate_codes(state, user, USER[1], client_ip=IP)
+            seen.append(enrolment_generation(state, user))
+            disable(state, user, USER[1], client_ip=IP)
+            assert enrolment_generation(state, user) is None
+        enrol(app)
+        with app.app_context():
+            seen.append(enrolment_generation(get_state(), user_of(app)))
+    assert None not in seen and len(set(seen)) == 3
+
+
+def test_admin_reset_turns_it_off_and_the_codes_die(make_app: Any) -> None:
+    app = make_app()
+    with time_machine.travel(T0, tick=False):
+        _, codes = enrol(app)
+        with app.app_context():
+            state = get_state()
+            assert admin_reset(state, user_of(app))[0] is True
+            assert not two_factor_enabled(state, user_of(app))
+            assert recovery_codes_left(state, user_of(app)) == 0
+        with pytest.raises(InvalidCode):
+            verify(app, codes[0])
+        table = tables(get_state(app)).enrolment.__table__
+        with app.app_context():
+            assert db_of(app).session.execute(
+                select(func.count()).select_from(table).where(table.c.secret.is_not(None))
+            ).scalar_one() == 0

@@ -109,6 +109,7 @@ class Guardian:
         app.after_request(make_after_request(state))
         app.register_error_handler(AuthError, _handle_auth_error)
 
+        from . import two_factor_views  # noqa: F401  (its routes join the blueprint)
         from .views import blueprint
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)

@@ -53,9 +53,11 @@ def _row(state: AppState, user: Any) -> Any | None:
     ).first()
 
 
-def _mine(row: Any, user: Any) -> bool:
-    """The row belongs to this account (not one deleted before it had this id)."""
-    return row is not None and row.user_uniquifier == user.uniquifier
+def _own_row(state: AppState, user: Any) -> Any | None:
+    """The user's row, unless it was left by an account deleted before this one got its
+    id (then None: it is not theirs)."""
+    row = _row(state, user)
+    return row if row is not None and row.user_uniquifier == user.uniquifier else None
 
 
 def begin_setup(state: AppState, user: Any, *, issuer: str) -> Setup:
@@ -70,7 +72,7 @@ def begin_setup(state: AppState, user: Any, *, issuer: str) -> Setup:
     db_session = state.db.session
     pending = {"pending_secret": sealed, "pending_at": utcnow()}
     row = _row(state, user)
-    if row is not None and not _mine(row, user):  # a deleted account's: start afresh
+    if row is not None and row.user_uniquifier != user.uniquifier:  # a deleted account's
         pending.update(user_uniquifier=user.uniquifier, secret=None, enabled_at=None,
                        last_step=None, generation=row.generation + 1)
     if row is not None:
@@ -93,8 +95,8 @@ def begin_setup(state: AppState, user: Any, *, issuer: str) -> Setup:
 def pending_setup(state: AppState, user: Any, *, issuer: str) -> Setup | None:
     """The setup :func:`begin_setup` made and :func:`enable` has not confirmed yet (the
     enrolment page shows it again on reload), or None."""
-    row = _row(state, user)
-    if not _mine(row, user) or row.pending_secret is None or row.enabled_at is not None:
+    row = _own_row(state, user)
+    if row is None or row.pending_secret is None or row.enabled_at is not None:
         return None
     opened = secret_box(state).open(row.pending_secret, user.id)
     if opened is None:
@@ -109,11 +111,11 @@ def enable(state: AppState, user: Any, code: object) -> list[str]:
     (show them once). Ends the user's other sessions and rotates the current one.
     :class:`InvalidCode` for a wrong code (the setup stays pending, nothing is written),
     :class:`TwoFactorStateError` without a setup or when already on."""
-    row = _row(state, user)
-    if not _mine(row, user) or row.enabled_at is not None or row.pending_secret is None:
-        raise TwoFactorStateError(
-            "Two-factor authentication is already on." if _mine(row, user)
-            and row.enabled_at is not None else "Start the setup first.")
+    row = _own_row(state, user)
+    if row is not None and row.enabled_at is not None:
+        raise TwoFactorStateError("Two-factor authentication is already on.")
+    if row is None or row.pending_secret is None:
+        raise TwoFactorStateError("Start the setup first.")
     canonical = read_code(code)
     opened = secret_box(state).open(row.pending_secret, user.id)
     step = None

@@ -5,6 +5,8 @@ page. Real codes computed with pyotp; the clock moved with time-machine."""
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,17 @@ import pyotp
 import pytest
 import time_machine
 from flask import Flask
-from helpers import USER, build_app, db_of, guardian_of, sign_in
+from helpers import (
+    USER,
+    build_app,
+    cookie_name,
+    csrf_token,
+    db_of,
+    guardian_of,
+    session_cookie,
+    sign_in,
+    sign_in_ok,
+)
 from sqlalchemy import func, select
 
 from flask_guardian import (
@@ -38,8 +50,11 @@ from flask_guardian.two_factor_enrolment import (
 # Enrolments, codes and lockout counters are stored: the full database matrix.
 pytestmark = pytest.mark.databases
 
-#: A fixed start, 5 seconds into a 30-second step, so "the next step" is 30 s away.
-T0 = datetime(2026, 12, 1, 12, 0, 5, tzinfo=UTC)
+def start() -> datetime:
+    """A time to freeze the clock at: 5 seconds into a 30-second step (so "the next step"
+    is 30 s away), a minute or so after the real time (sessions signed in before freezing
+    stay live, and no token is issued before the real time)."""
+    return datetime.fromtimestamp(int(time.time()) // 30 * 30 + 65, UTC)
 IP = "203.0.113.7"
 
 
@@ -96,8 +111,9 @@ def failures(app: Flask) -> int:
 
 
 def test_two_factor_is_on_only_once_a_current_code_confirms_the_setup(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
-    with time_machine.travel(T0, tick=False), app.app_context():
+    with time_machine.travel(t0, tick=False), app.app_context():
         state = get_state()
         user = user_of(app)
         assert not two_factor_enabled(state, user)
@@ -106,11 +122,11 @@ def test_two_factor_is_on_only_once_a_current_code_confirms_the_setup(make_app: 
         assert setup.otpauth_url.startswith("otpauth://totp/Test:")
         assert "secret=" + setup.secret in setup.otpauth_url
         assert not two_factor_enabled(state, user)  # nothing enabled by the setup
-        wrong = code_at(setup.secret, T0 + timedelta(minutes=5))
+        wrong = code_at(setup.secret, t0 + timedelta(minutes=5))
         with pytest.raises(InvalidCode):
             enable(state, user, wrong)
         assert not two_factor_enabled(state, user)
-        codes = enable(state, user, code_at(setup.secret, T0))
+        codes = enable(state, user, code_at(setup.secret, t0))
         assert two_factor_enabled(state, user)
         assert isinstance(enrolment_generation(state, user), int)
         assert len(codes) == 10 and len(set(codes)) == 10
@@ -132,25 +148,27 @@ def test_enable_without_a_setup_is_refused(make_app: Any) -> None:
 
 
 def test_a_code_is_accepted_once(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
-    with time_machine.travel(T0, tick=False) as clock:
+    with time_machine.travel(t0, tick=False) as clock:
         secret, _ = enrol(app)
         # The code that confirmed the enrolment is spent already.
         with pytest.raises(InvalidCode):
-            verify(app, code_at(secret, T0))
+            verify(app, code_at(secret, t0))
         clock.shift(30)
-        code = code_at(secret, T0 + timedelta(seconds=30))
+        code = code_at(secret, t0 + timedelta(seconds=30))
         assert verify(app, code) == "totp"
         with pytest.raises(InvalidCode):
             verify(app, code)  # replayed
 
 
 def test_one_step_of_clock_drift_is_accepted_either_side(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
-    with time_machine.travel(T0, tick=False) as clock:
+    with time_machine.travel(t0, tick=False) as clock:
         secret, _ = enrol(app)
         clock.shift(300)
-        now = T0 + timedelta(seconds=300)
+        now = t0 + timedelta(seconds=300)
         with pytest.raises(InvalidCode):
             verify(app, code_at(secret, now - timedelta(seconds=60)))  # two steps behind
         assert verify(app, code_at(secret, now - timedelta(seconds=30))) == "totp"
@@ -165,11 +183,12 @@ def test_one_step_of_clock_drift_is_accepted_either_side(make_app: Any) -> None:
 
 
 def test_spaces_and_dashes_in_a_code_are_ignored(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
-    with time_machine.travel(T0, tick=False) as clock:
+    with time_machine.travel(t0, tick=False) as clock:
         secret, _ = enrol(app)
         clock.shift(30)
-        code = code_at(secret, T0 + timedelta(seconds=30))
+        code = code_at(secret, t0 + timedelta(seconds=30))
         assert verify(app, f" {code[:3]} -{code[3:]} ") == "totp"
 
 
@@ -177,13 +196,14 @@ def test_spaces_and_dashes_in_a_code_are_ignored(make_app: Any) -> None:
 
 
 def test_a_recovery_code_works_once_and_the_count_goes_down(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
     used: list[int] = []
 
     def on_used(sender: Any, user: Any, remaining: int) -> None:
         used.append(remaining)
 
-    with time_machine.travel(T0, tick=False):
+    with time_machine.travel(t0, tick=False):
         _, codes = enrol(app)
         with signals.recovery_code_used.connected_to(on_used, sender=app):
             # Typed in capitals with spaces for the dashes: the same code.
@@ -211,16 +231,17 @@ def test_recovery_codes_are_stored_as_digests(make_app: Any) -> None:
 
 
 def test_wrong_codes_lock_the_account_like_wrong_passwords(make_app: Any) -> None:
+    t0 = start()
     app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=3)
-    with time_machine.travel(T0, tick=False) as clock:
+    with time_machine.travel(t0, tick=False) as clock:
         secret, _ = enrol(app)
         clock.shift(30)
         for _ in range(3):
             with pytest.raises(InvalidCode):
-                verify(app, "000000" if code_at(secret, T0 + timedelta(seconds=30)) != "000000"
+                verify(app, "000000" if code_at(secret, t0 + timedelta(seconds=30)) != "000000"
                        else "111111")
         with pytest.raises(TooManyAttempts) as locked:
-            verify(app, code_at(secret, T0 + timedelta(seconds=30)))  # right, but locked
+            verify(app, code_at(secret, t0 + timedelta(seconds=30)))  # right, but locked
         assert locked.value.retry_after > 0
         # The same counter as passwords: the right password is refused too.
         reply = sign_in(app.test_client(), *USER, json=True)
@@ -229,8 +250,9 @@ def test_wrong_codes_lock_the_account_like_wrong_passwords(make_app: Any) -> Non
 
 
 def test_wrong_passwords_lock_the_code_check_too(make_app: Any) -> None:
+    t0 = start()
     app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=2)
-    with time_machine.travel(T0, tick=False) as clock:
+    with time_machine.travel(t0, tick=False) as clock:
         secret, _ = enrol(app)
         client = app.test_client()
         for _ in range(2):
@@ -238,18 +260,19 @@ def test_wrong_passwords_lock_the_code_check_too(make_app: Any) -> None:
             assert reply.status_code == 401
         clock.shift(30)
         with pytest.raises(TooManyAttempts):
-            verify(app, code_at(secret, T0 + timedelta(seconds=30)))
+            verify(app, code_at(secret, t0 + timedelta(seconds=30)))
 
 
 def test_a_right_code_clears_the_count(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
-    with time_machine.travel(T0, tick=False) as clock:
+    with time_machine.travel(t0, tick=False) as clock:
         secret, _ = enrol(app)
         with pytest.raises(InvalidCode):
             verify(app, "abc")
         assert failures(app) == 1
         clock.shift(30)
-        verify(app, code_at(secret, T0 + timedelta(seconds=30)))
+        verify(app, code_at(secret, t0 + timedelta(seconds=30)))
         assert failures(app) == 0
 
 
@@ -262,8 +285,9 @@ BAD_CODES: list[object] = [
 
 
 def test_malformed_codes_are_refused_counted_and_write_nothing_else(make_app: Any) -> None:
+    t0 = start()
     app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=100)
-    with time_machine.travel(T0, tick=False):
+    with time_machine.travel(t0, tick=False):
         enrol(app)
         before = enrolment_row(app)
         with app.app_context():
@@ -310,8 +334,9 @@ def _store(app: Flask) -> dict[str, Any]:
 
 
 def test_a_rotated_key_still_opens_the_secret_and_it_is_sealed_again(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
-    with time_machine.travel(T0, tick=False) as clock:
+    with time_machine.travel(t0, tick=False) as clock:
         secret, _ = enrol(app)
         sealed = enrolment_row(app).secret
         url = app.config["SQLALCHEMY_DATABASE_URI"]
@@ -320,23 +345,24 @@ def test_a_rotated_key_still_opens_the_secret_and_it_is_sealed_again(make_app: A
                             SECRET_KEY=new_key,
                             SECRET_KEY_FALLBACKS=[app.config["SECRET_KEY"]])
         clock.shift(30)
-        assert verify(rotated, code_at(secret, T0 + timedelta(seconds=30))) == "totp"
+        assert verify(rotated, code_at(secret, t0 + timedelta(seconds=30))) == "totp"
         resealed = enrolment_row(rotated).secret
         assert resealed != sealed
         # Sealed under the new key: the new key alone opens it now.
         alone = build_app(url, app.config["SESSION_STRATEGY"], **_store(app),
                           SECRET_KEY=new_key)
         clock.shift(30)
-        assert verify(alone, code_at(secret, T0 + timedelta(seconds=60))) == "totp"
+        assert verify(alone, code_at(secret, t0 + timedelta(seconds=60))) == "totp"
 
 
 # -- disable, regenerate, admin reset ---------------------------------------------------
 
 
 def test_generation_moves_on_every_change(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
     seen = []
-    with time_machine.travel(T0, tick=False):
+    with time_machine.travel(t0, tick=False):
         enrol(app)
         with app.test_request_context():
             state = get_state()
@@ -353,8 +379,9 @@ def test_generation_moves_on_every_change(make_app: Any) -> None:
 
 
 def test_admin_reset_turns_it_off_and_the_codes_die(make_app: Any) -> None:
+    t0 = start()
     app = make_app()
-    with time_machine.travel(T0, tick=False):
+    with time_machine.travel(t0, tick=False):
         _, codes = enrol(app)
         with app.app_context():
             state = get_state()
@@ -368,3 +395,213 @@ def test_admin_reset_turns_it_off_and_the_codes_die(make_app: Any) -> None:
             assert db_of(app).session.execute(
                 select(func.count()).select_from(table).where(table.c.secret.is_not(None))
             ).scalar_one() == 0
+
+
+# -- the routes -----------------------------------------------------------------------
+
+JSON = {"Accept": "application/json"}
+
+
+def post(client: Any, path: str, body: dict[str, Any] | None = None, *,
+         form: bool = False) -> Any:
+    """POST ``body`` to ``path`` as JSON (or as a browser form) with a valid CSRF token."""
+    token = csrf_token(client)
+    if form:
+        return client.post(path, data={**(body or {}), "csrf_token": token})
+    return client.post(path, json=body or {}, headers={"X-CSRF-Token": token})
+
+
+def enrol_by_routes(client: Any, when: datetime) -> tuple[str, list[str]]:
+    setup = post(client, "/auth/2fa/setup")
+    assert setup.status_code == 200, setup.get_data(as_text=True)
+    secret = setup.get_json()["secret"]
+    reply = post(client, "/auth/2fa/enable", {"code": code_at(secret, when)})
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    return secret, reply.get_json()["recoveryCodes"]
+
+
+def status(client: Any) -> Any:
+    return client.get("/auth/2fa", headers=JSON).get_json()
+
+
+def test_enrol_through_the_json_routes(make_app: Any) -> None:
+    t0 = start()
+    app = make_app()
+    client = app.test_client()
+    sign_in_ok(client)
+    with time_machine.travel(t0, tick=False):
+        assert status(client) == {"enabled": False, "pending": False, "recoveryCodesLeft": 0}
+        setup = post(client, "/auth/2fa/setup").get_json()
+        assert set(setup) == {"secret", "otpauthUrl"}
+        assert setup["otpauthUrl"].startswith("otpauth://totp/")
+        assert status(client)["pending"] is True and status(client)["enabled"] is False
+        wrong = post(client, "/auth/2fa/enable",
+                     {"code": code_at(setup["secret"], t0 + timedelta(minutes=2))})
+        assert wrong.status_code == 401 and wrong.get_json()["error"] == "invalid_code"
+        assert status(client)["enabled"] is False
+        reply = post(client, "/auth/2fa/enable", {"code": code_at(setup["secret"], t0)})
+        assert reply.status_code == 200
+        body = reply.get_json()
+        assert body["ok"] is True and len(set(body["recoveryCodes"])) == 10
+        assert status(client) == {"enabled": True, "pending": False, "recoveryCodesLeft": 10}
+        again = post(client, "/auth/2fa/setup")
+        assert again.status_code == 409 and again.get_json()["error"] == "two_factor_state"
+
+
+def test_enrol_through_the_html_page(make_app: Any) -> None:
+    t0 = start()
+    app = make_app()
+    client = app.test_client()
+    sign_in_ok(client)
+    with time_machine.travel(t0, tick=False):
+        page = client.get("/auth/2fa").get_data(as_text=True)
+        assert "Set up two-factor authentication" in page
+        assert post(client, "/auth/2fa/setup", form=True).status_code == 303
+        page = client.get("/auth/2fa").get_data(as_text=True)
+        found = re.search(r'id="two-factor-secret">([A-Z2-7]+)<', page)
+        assert found is not None
+        secret = found.group(1)
+        assert "<svg" in page and "<img" not in page and "<script" not in page
+        assert "http://" not in page.split("<svg", 1)[1].split("</svg>", 1)[0].replace(
+            "http://www.w3.org/2000/svg", "")
+        wrong = post(client, "/auth/2fa/enable", {"code": "000 000" if code_at(
+            secret, t0) != "000000" else "111111"}, form=True)
+        assert wrong.status_code == 401
+        assert "The code is not valid" in wrong.get_data(as_text=True)
+        assert secret in wrong.get_data(as_text=True)  # the form again, same secret
+        shown = post(client, "/auth/2fa/enable", {"code": code_at(secret, t0)}, form=True)
+        assert shown.status_code == 200
+        text = shown.get_data(as_text=True)
+        codes = re.findall(r"\b[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}\b", text)
+        assert len(set(codes)) == 10
+        assert 'download="recovery-codes.txt"' in text
+        page = client.get("/auth/2fa").get_data(as_text=True)
+        assert "10 recovery codes left" in page
+        assert codes[0] not in page  # shown once
+
+
+def test_enabling_ends_the_other_sessions_and_rotates_this_one(make_app: Any) -> None:
+    t0 = start()
+    app = make_app()
+    mine, other = app.test_client(), app.test_client()
+    sign_in_ok(mine)
+    sign_in_ok(other)
+    before = session_cookie(mine, app)
+    with time_machine.travel(t0, tick=False):
+        enrol_by_routes(mine, t0)
+        assert session_cookie(mine, app) not in (None, before)
+        assert mine.get("/api/me").status_code == 200
+        assert other.get("/api/me", headers=JSON).status_code == 401
+        # The old cookie of this browser is dead too.
+        stale = app.test_client()
+        stale.set_cookie(cookie_name(app), before or "")
+        assert stale.get("/api/me", headers=JSON).status_code == 401
+
+
+def test_disable_needs_the_password_and_ends_the_other_sessions(make_app: Any) -> None:
+    t0 = start()
+    app = make_app()
+    mine, other = app.test_client(), app.test_client()
+    sign_in_ok(mine)
+    disabled: list[str] = []
+    with time_machine.travel(t0, tick=False):
+        enrol_by_routes(mine, t0)
+        sign_in_ok(other)  # (the sign-in step does not ask for the code on this branch)
+        wrong = post(mine, "/auth/2fa/disable", {"password": "not-the-password"})
+        assert wrong.status_code == 401 and wrong.get_json()["error"] == "invalid_credentials"
+        assert status(mine)["enabled"] is True
+        assert other.get("/api/me").status_code == 200
+        before = session_cookie(mine, app)
+        with signals.two_factor_disabled.connected_to(
+                lambda sender, user, by: disabled.append(by), sender=app):
+            reply = post(mine, "/auth/2fa/disable", {"password": USER[1]})
+        assert reply.status_code == 200 and reply.get_json() == {"ok": True}
+        assert status(mine) == {"enabled": False, "pending": False, "recoveryCodesLeft": 0}
+        assert session_cookie(mine, app) != before
+        assert other.get("/api/me", headers=JSON).status_code == 401
+    assert disabled == ["user"]
+
+
+def test_new_recovery_codes_replace_the_old_ones(make_app: Any) -> None:
+    t0 = start()
+    app = make_app()
+    mine, other = app.test_client(), app.test_client()
+    sign_in_ok(mine)
+    with time_machine.travel(t0, tick=False):
+        _, old = enrol_by_routes(mine, t0)
+        sign_in_ok(other)
+        wrong = post(mine, "/auth/2fa/recovery-codes", {"password": "not-the-password"})
+        assert wrong.status_code == 401
+        reply = post(mine, "/auth/2fa/recovery-codes", {"password": USER[1]})
+        assert reply.status_code == 200
+        new = reply.get_json()["recoveryCodes"]
+        assert len(set(new)) == 10 and not set(new) & set(old)
+        assert other.get("/api/me", headers=JSON).status_code == 401
+        with pytest.raises(InvalidCode):
+            verify(app, old[0])
+        assert verify(app, new[0]) == "recovery"
+        assert status(mine)["recoveryCodesLeft"] == 9
+
+
+def test_two_factor_routes_need_a_signed_in_user(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    assert client.get("/auth/2fa", headers=JSON).status_code == 401
+    assert client.get("/auth/2fa").status_code == 303  # to the sign-in page
+    for path in ("/auth/2fa/setup", "/auth/2fa/enable", "/auth/2fa/disable",
+                 "/auth/2fa/recovery-codes"):
+        assert post(client, path, {"code": "123456", "password": USER[1]}).status_code == 401
+
+
+def test_two_factor_posts_need_the_csrf_token(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    sign_in_ok(client)
+    for path in ("/auth/2fa/setup", "/auth/2fa/enable", "/auth/2fa/disable",
+                 "/auth/2fa/recovery-codes"):
+        reply = client.post(path, json={"code": "123456", "password": USER[1]})
+        assert reply.status_code == 403 and reply.get_json()["error"] == "csrf_failed"
+    table = tables(get_state(app)).enrolment.__table__
+    with app.app_context():
+        assert db_of(app).session.execute(
+            select(func.count()).select_from(table)).scalar_one() == 0
+
+
+@pytest.mark.parametrize("field", ["code", "password"])
+def test_bad_input_on_the_routes_is_a_4xx_and_changes_nothing(make_app: Any, field: str) -> None:
+    t0 = start()
+    app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=1000, GUARDIAN_IP_MAX_LOGIN_ATTEMPTS=1000)
+    client = app.test_client()
+    sign_in_ok(client)
+    with time_machine.travel(t0, tick=False):
+        if field == "code":
+            post(client, "/auth/2fa/setup")
+            paths = ["/auth/2fa/enable"]
+        else:
+            enrol_by_routes(client, t0)
+            paths = ["/auth/2fa/disable", "/auth/2fa/recovery-codes"]
+        before = status(client)
+        row = enrolment_row(app)
+        for path in paths:
+            for bad in BAD_CODES:
+                reply = post(client, path, {field: bad})
+                assert 400 <= reply.status_code < 500, (path, bad, reply.status_code)
+                assert reply.get_json()["ok"] is False
+            for raw in (b"[1, 2]", b"{", b"\x00", b'"code"'):
+                reply = client.post(path, data=raw, headers={
+                    "Content-Type": "application/json", "X-CSRF-Token": csrf_token(client)})
+                assert reply.status_code == 400, (path, raw)
+        assert status(client) == before
+        assert enrolment_row(app) == row
+
+
+def test_enable_and_disable_send_their_signals(make_app: Any) -> None:
+    t0 = start()
+    app = make_app()
+    client = app.test_client()
+    sign_in_ok(client)
+    enabled: list[Any] = []
+    with time_machine.travel(t0, tick=False), signals.two_factor_enabled.connected_to(
+            lambda sender, user: enabled.append(user.email), sender=app):
+        enrol_by_routes(client, t0)
+    assert enabled == [USER[0]]

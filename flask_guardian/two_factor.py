@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import current_app, has_app_context
@@ -73,6 +74,12 @@ def two_factor_enabled(state: AppState, user: Any) -> bool:
     """Whether ``user`` has two-factor authentication on. One indexed read; False for a
     user who never enrolled, or only set up without enabling."""
     return _enrolment(state, user) is not None
+
+
+def enabled_since(state: AppState, user: Any) -> datetime | None:
+    """When ``user`` turned two-factor authentication on, or None when it is off."""
+    row = _enrolment(state, user)
+    return None if row is None else row.enabled_at
 
 
 def enrolment_generation(state: AppState, user: Any) -> int | None:

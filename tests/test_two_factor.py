@@ -605,3 +605,56 @@ def test_enable_and_disable_send_their_signals(make_app: Any) -> None:
             lambda sender, user: enabled.append(user.email), sender=app):
         enrol_by_routes(client, t0)
     assert enabled == [USER[0]]
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+def run(app: Flask, *args: str) -> Any:
+    return app.test_cli_runner().invoke(args=["guardian", *args])
+
+
+def test_cli_status_says_off_then_on_with_the_codes_left(make_app: Any) -> None:
+    app = make_app()
+    result = run(app, "2fa-status", "User@Example.com")
+    assert result.exit_code == 0, result.output
+    assert "two-factor authentication is off" in result.output
+    t0 = start()
+    with time_machine.travel(t0, tick=False):
+        _, codes = enrol(app)
+        verify(app, codes[3])
+        result = run(app, "2fa-status", USER[0])
+    assert result.exit_code == 0, result.output
+    assert "is on" in result.output and "9 recovery code(s) left" in result.output
+
+
+def test_cli_reset_turns_it_off_and_ends_every_session(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    sign_in_ok(client)
+    t0 = start()
+    turned_off: list[str] = []
+    with time_machine.travel(t0, tick=False):
+        _, codes = enrol_by_routes(client, t0)
+        assert client.get("/api/me").status_code == 200
+        with signals.two_factor_disabled.connected_to(
+                lambda sender, user, by: turned_off.append(by), sender=app):
+            result = run(app, "2fa-reset", USER[0])
+        assert result.exit_code == 0, result.output
+        assert "turned off" in result.output and "ended 1 session(s)" in result.output
+        assert client.get("/api/me", headers=JSON).status_code == 401
+        with app.app_context():
+            assert not two_factor_enabled(get_state(), user_of(app))
+        with pytest.raises(InvalidCode):
+            verify(app, codes[0])
+        again = run(app, "2fa-reset", USER[0])
+        assert again.exit_code == 0 and "already off" in again.output
+    assert turned_off == ["admin"]
+
+
+@pytest.mark.parametrize("command", ["2fa-status", "2fa-reset"])
+def test_cli_unknown_email_is_a_clean_error(make_app: Any, command: str) -> None:
+    result = run(make_app(), command, "nobody@example.com")
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and "nobody@example.com" in result.output

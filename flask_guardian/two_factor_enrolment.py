@@ -11,6 +11,7 @@ stops working). Each call commits.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from flask import current_app, g, has_request_context
@@ -32,6 +33,11 @@ from .two_factor_codes import (
     read_code,
     recovery_digest,
 )
+
+#: How long a setup waits for its confirming code: ample time to scan and type, and a
+#: secret shown on an abandoned page (a screenshot, a photo) does not stay good for
+#: turning 2FA on days later.
+PENDING_MAX_AGE = timedelta(hours=1)
 
 
 class Setup(NamedTuple):
@@ -58,6 +64,12 @@ def _own_row(state: AppState, user: Any) -> Any | None:
     id (then None: it is not theirs)."""
     row = _row(state, user)
     return row if row is not None and row.user_uniquifier == user.uniquifier else None
+
+
+def _pending(row: Any) -> bool:
+    """The row holds a setup still waiting for its code (:data:`PENDING_MAX_AGE`)."""
+    return (row.pending_secret is not None and row.pending_at is not None
+            and utcnow() - row.pending_at < PENDING_MAX_AGE)
 
 
 def begin_setup(state: AppState, user: Any, *, issuer: str) -> Setup:
@@ -96,7 +108,7 @@ def pending_setup(state: AppState, user: Any, *, issuer: str) -> Setup | None:
     """The setup :func:`begin_setup` made and :func:`enable` has not confirmed yet (the
     enrolment page shows it again on reload), or None."""
     row = _own_row(state, user)
-    if row is None or row.pending_secret is None or row.enabled_at is not None:
+    if row is None or row.enabled_at is not None or not _pending(row):
         return None
     opened = secret_box(state).open(row.pending_secret, user.id)
     if opened is None:
@@ -116,6 +128,8 @@ def enable(state: AppState, user: Any, code: object) -> list[str]:
         raise TwoFactorStateError("Two-factor authentication is already on.")
     if row is None or row.pending_secret is None:
         raise TwoFactorStateError("Start the setup first.")
+    if not _pending(row):
+        raise TwoFactorStateError("The setup expired: start it again.")
     canonical = read_code(code)
     opened = secret_box(state).open(row.pending_secret, user.id)
     step = None

@@ -658,3 +658,24 @@ def test_cli_unknown_email_is_a_clean_error(make_app: Any, command: str) -> None
     assert result.exit_code != 0
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output and "nobody@example.com" in result.output
+
+
+def test_a_setup_left_for_an_hour_cannot_be_enabled(make_app: Any) -> None:
+    app = make_app()
+    client = app.test_client()
+    sign_in_ok(client)
+    t0 = start()
+    with time_machine.travel(t0, tick=False) as clock:
+        secret = post(client, "/auth/2fa/setup").get_json()["secret"]
+        for _ in range(3):  # an hour, with a request every 20 minutes (idle timeout: 30)
+            clock.shift(1200)
+            assert status(client)["enabled"] is False
+        late = t0 + timedelta(seconds=3600)
+        assert status(client)["pending"] is False
+        reply = post(client, "/auth/2fa/enable", {"code": code_at(secret, late)})
+        assert reply.status_code == 409 and "expired" in reply.get_json()["message"]
+        assert status(client)["enabled"] is False
+        # A new setup works.
+        secret = post(client, "/auth/2fa/setup").get_json()["secret"]
+        assert post(client, "/auth/2fa/enable",
+                    {"code": code_at(secret, late)}).status_code == 200

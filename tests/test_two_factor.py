@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 
 from flask_guardian import (
     InvalidCode,
+    StorageUnavailable,
     TooManyAttempts,
     TwoFactorStateError,
     enrolment_generation,
@@ -679,3 +680,35 @@ def test_a_setup_left_for_an_hour_cannot_be_enabled(make_app: Any) -> None:
         secret = post(client, "/auth/2fa/setup").get_json()["secret"]
         assert post(client, "/auth/2fa/enable",
                     {"code": code_at(secret, late)}).status_code == 200
+
+
+# -- outages --------------------------------------------------------------------------
+
+
+def test_a_database_outage_during_a_code_check_is_a_503_and_counts_nothing(
+    make_proxied_app: Any, proxied_database: Any
+) -> None:
+    app = make_proxied_app()
+    client = app.test_client()
+    sign_in_ok(client)
+    t0 = start()
+    with time_machine.travel(t0, tick=False):
+        secret, _ = enrol_by_routes(client, t0)
+    proxy = proxied_database.proxy
+    try:
+        with time_machine.travel(t0 + timedelta(seconds=30), tick=False):
+            token = csrf_token(client)
+            with app.app_context():
+                user = user_of(app)  # loaded before the outage
+                proxy.refuse()
+                with pytest.raises(StorageUnavailable):
+                    verify_second_factor(get_state(), user, code_at(secret, datetime.now(UTC)),
+                                         client_ip=IP)
+            reply = client.post("/auth/2fa/disable", json={"password": USER[1]},
+                                headers={"X-CSRF-Token": token})
+            assert reply.status_code == 503 and reply.headers["Retry-After"]
+    finally:
+        proxy.restore()
+    with time_machine.travel(t0 + timedelta(seconds=40), tick=False):
+        assert failures(app) == 0
+        assert verify(app, code_at(secret, t0 + timedelta(seconds=30))) == "totp"

@@ -23,8 +23,8 @@ from sqlalchemy import delete, func, or_, select, update
 from . import signals
 from .clients import throttle_key
 from .errors import InvalidCode, TooManyAttempts
-from .identifiers import lockout_key, normalize_login
-from .models import utcnow
+from .identifiers import lockout_key
+from .models import normalize_email, utcnow
 from .state import AppState
 from .storage import bounded, is_storage_error, is_timeout, rollback_quietly, unavailable
 from .two_factor_codes import Code, matching_step, read_code, recovery_digest
@@ -106,7 +106,7 @@ def user_lockout_keys(state: AppState, user: Any) -> list[str]:
     for field in state.settings.login_fields:
         value = getattr(user, field, None)
         if isinstance(value, str) and value:
-            key = lockout_key(normalize_login("email", value))  # the lockout's own form
+            key = lockout_key(normalize_email(value))  # the form auth.py counts under
             if key not in keys:
                 keys.append(key)
     return keys

@@ -12,6 +12,7 @@ Enrolling, disabling and regenerating codes are ``two_factor_enrolment.py``; the
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -112,15 +113,26 @@ def user_lockout_keys(state: AppState, user: Any) -> list[str]:
     return keys
 
 
+def code_lockout_key(user: Any) -> str:
+    """The counter of ``user``'s wrong second-factor codes alone. The identifier's counter
+    is reset by every right password, so without this one a thief who knows the password
+    could alternate: a few wrong codes, the password again (count back to zero), more
+    codes, for ever. Only a right code resets this one. A digest of the id and the
+    uniquifier: a new account with a reused id starts with its own count."""
+    raw = f"{user.id}:{getattr(user, 'uniquifier', '')}".encode()
+    return "2fa:" + hashlib.sha256(raw).hexdigest()
+
+
 def under_lockout(state: AppState, user: Any, client_ip: str, check: Callable[[], T],
-                  *, where: str) -> T:
+                  *, where: str, extra_keys: tuple[str, ...] = ()) -> T:
     """Run ``check`` (which raises on a wrong answer) as one attempt of ``user``'s: counted
     per identifier and per address and committed before ``check`` runs (parallel guesses
     cannot pass the limit), refused with :class:`TooManyAttempts` past either limit, taken
     back when ``check`` returns. A storage outage is a 503 and gives the attempt back.
-    The same rules, counters and limits as a password sign-in (``auth._check_credentials``)."""
+    The same rules, counters and limits as a password sign-in (``auth._check_credentials``);
+    ``extra_keys`` are counted with the per-identifier limit too, and reset on success."""
     settings = state.settings
-    id_keys = user_lockout_keys(state, user)
+    id_keys = [*user_lockout_keys(state, user), *extra_keys]
     ip_key = throttle_key(client_ip)
     db_session = state.db.session
     throttle = state.throttle
@@ -182,7 +194,8 @@ def verify_second_factor(state: AppState, user: Any, code: object, *, client_ip:
             raise InvalidCode()
         return kind
 
-    kind = under_lockout(state, user, client_ip, check, where="two-factor check")
+    kind = under_lockout(state, user, client_ip, check, where="two-factor check",
+                         extra_keys=(code_lockout_key(user),))
     if kind == "recovery" and has_app_context():
         signals.recovery_code_used.send(
             current_app._get_current_object(),  # type: ignore[attr-defined]

@@ -712,3 +712,21 @@ def test_a_database_outage_during_a_code_check_is_a_503_and_counts_nothing(
     with time_machine.travel(t0 + timedelta(seconds=40), tick=False):
         assert failures(app) == 0
         assert verify(app, code_at(secret, t0 + timedelta(seconds=30))) == "totp"
+
+
+def test_a_right_password_does_not_reset_the_count_of_wrong_codes(make_app: Any) -> None:
+    """Otherwise whoever has the password could guess codes for ever: a few wrong codes,
+    the password again (which clears the account's count), a few more codes, ..."""
+    app = make_app(GUARDIAN_MAX_LOGIN_ATTEMPTS=3)
+    t0 = start()
+    with time_machine.travel(t0, tick=False) as clock:
+        secret, _ = enrol(app)
+        clock.shift(30)
+        right = code_at(secret, t0 + timedelta(seconds=30))
+        wrong = "000000" if right != "000000" else "111111"
+        for _ in range(3):
+            with pytest.raises(InvalidCode):
+                verify(app, wrong)
+            assert sign_in(app.test_client(), *USER, json=True).status_code == 200
+        with pytest.raises(TooManyAttempts):
+            verify(app, right)  # the 4th code after 3 wrong ones: past the limit of 3

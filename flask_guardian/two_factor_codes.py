@@ -25,6 +25,9 @@ RECOVERY_CODE_LENGTH = 16
 CODE_MAX_LENGTH = 64
 #: What a typed code may be split with: spaces and dashes, as apps and printouts show them.
 _SEPARATORS = str.maketrans("", "", " -")
+#: Crockford's decoding of the letters a recovery code never contains but a reader may
+#: see in it: i and l are 1, o is 0.
+_MISREAD = str.maketrans("ilo", "110")
 
 
 class Code(NamedTuple):
@@ -38,13 +41,13 @@ def read_code(code: object) -> Code | None:
     """The canonical form of a code a client sent, or None when it cannot be one: not a
     string, too long, or anything but 6 ASCII digits or a 16-character recovery code once
     spaces and dashes are taken out (letters in a TOTP code, 7 digits, NUL, non-ASCII
-    digits: all None)."""
+    digits: all None). A recovery code is read in any case, i and l as 1, o as 0."""
     if not isinstance(code, str) or len(code) > CODE_MAX_LENGTH or not code.isascii():
         return None
     compact = code.translate(_SEPARATORS)
     if len(compact) == TOTP_DIGITS and compact.isdigit():
         return Code("totp", compact)
-    lowered = compact.lower()
+    lowered = compact.lower().translate(_MISREAD)
     if len(lowered) == RECOVERY_CODE_LENGTH and all(c in RECOVERY_ALPHABET for c in lowered):
         return Code("recovery", lowered)
     return None

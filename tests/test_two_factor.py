@@ -730,3 +730,11 @@ def test_a_right_password_does_not_reset_the_count_of_wrong_codes(make_app: Any)
             assert sign_in(app.test_client(), *USER, json=True).status_code == 200
         with pytest.raises(TooManyAttempts):
             verify(app, right)  # the 4th code after 3 wrong ones: past the limit of 3
+
+
+def test_recovery_code_letters_misread_from_paper_are_read_as_meant() -> None:
+    from flask_guardian.two_factor_codes import read_code
+
+    assert read_code("0123-4567-89ab-cdef") == read_code("O1I3 4567 89AB CDEF")
+    assert read_code("l123-4567-89ab-cdef") == read_code("1123-4567-89ab-cdef")
+    assert read_code("u123-4567-89ab-cdef") is None  # not in the alphabet

@@ -738,3 +738,23 @@ def test_recovery_code_letters_misread_from_paper_are_read_as_meant() -> None:
     assert read_code("0123-4567-89ab-cdef") == read_code("OI23 4567 89AB CDEF")
     assert read_code("l123-4567-89ab-cdef") == read_code("1123-4567-89ab-cdef")
     assert read_code("u123-4567-89ab-cdef") is None  # not in the alphabet
+
+
+def test_wrong_codes_count_under_each_identifier_a_sign_in_can_use(make_app: Any) -> None:
+    """With GUARDIAN_LOGIN_FIELDS = ["username", "email"] a password is counted under what
+    was typed (auth.py: the identifier lower-cased); a wrong code counts under both."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from flask_guardian.identifiers import lockout_key
+    from flask_guardian.models import normalize_email
+    from flask_guardian.two_factor import user_lockout_keys
+
+    state = get_state(make_app())
+    both = dataclasses.replace(
+        state, settings=dataclasses.replace(state.settings, login_fields=("username", "email")))
+    user = SimpleNamespace(id=7, email="ann@example.com", username=" Ann ")
+    assert user_lockout_keys(both, user) == [
+        lockout_key(normalize_email(" Ann ")), lockout_key("ann@example.com")]
+    assert lockout_key(normalize_email(" Ann ")) == lockout_key("ann")
+    assert user_lockout_keys(state, user) == [lockout_key("ann@example.com")]

@@ -57,8 +57,9 @@ def _client_ip() -> str:
 def _qr_svg(url: str) -> Markup:
     """The otpauth URL as an inline SVG QR code (no image request, no script). Black on
     white whatever the page's colours: scanners need the contrast."""
-    svg = segno.make(url, error="m").svg_inline(scale=5, dark="#000", light="#fff",
-                                                  title="QR code for your authenticator app")
+    # omitsize: a viewBox instead of a fixed size, so the page's CSS scales it whole.
+    svg = segno.make(url, error="m").svg_inline(
+        dark="#000", light="#fff", omitsize=True, title="QR code for your authenticator app")
     return Markup(svg)  # noqa: S704 - segno's own markup, the URL escaped by it
 
 

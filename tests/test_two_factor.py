@@ -12,6 +12,7 @@ from typing import Any
 
 import pyotp
 import pytest
+import segno
 import time_machine
 from flask import Flask
 from helpers import (
@@ -463,6 +464,11 @@ def test_enrol_through_the_html_page(make_app: Any) -> None:
         assert found is not None
         secret = found.group(1)
         assert "<svg" in page and "<img" not in page and "<script" not in page
+        # The QR code holds the otpauth URL: this secret, this account, the host as issuer.
+        url = pyotp.TOTP(secret).provisioning_uri(name=USER[0], issuer_name="localhost")
+        drawn = segno.make(url, error="m").svg_inline(
+            dark="#000", light="#fff", omitsize=True, title="QR code for your authenticator app")
+        assert drawn in page
         assert "http://" not in page.split("<svg", 1)[1].split("</svg>", 1)[0].replace(
             "http://www.w3.org/2000/svg", "")
         wrong = post(client, "/auth/2fa/enable", {"code": "000 000" if code_at(

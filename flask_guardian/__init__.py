@@ -19,9 +19,12 @@ from .errors import (
     CSRFError,
     Forbidden,
     GuardianError,
+    InvalidCode,
+    InvalidPassword,
     NotFound,
     StorageUnavailable,
     TooManyAttempts,
+    TwoFactorStateError,
     Unauthorized,
 )
 from .extension import Guardian
@@ -32,6 +35,12 @@ from .per_request import get_session
 from .protection import login_required, roles_required
 from .session import Session, SessionUser
 from .strategies import SessionInfo, SessionStrategy
+from .two_factor import (
+    enrolment_generation,
+    recovery_codes_left,
+    two_factor_enabled,
+    verify_second_factor,
+)
 from .user_proxy import AnonymousUser, current_user
 
 __version__ = "0.1.0"
@@ -45,6 +54,8 @@ __all__ = [
     "Forbidden",
     "Guardian",
     "GuardianError",
+    "InvalidCode",
+    "InvalidPassword",
     "NotFound",
     "ReauthenticationRequired",
     "Session",
@@ -56,15 +67,20 @@ __all__ = [
     "SignOutResult",
     "StorageUnavailable",
     "TooManyAttempts",
+    "TwoFactorStateError",
     "Unauthorized",
     "UserMixin",
     "current_user",
+    "enrolment_generation",
     "fresh_login_required",
     "get_session",
     "login_required",
+    "recovery_codes_left",
     "roles_required",
     "sign_in",
     "sign_in_user",
     "sign_out",
     "signals",
+    "two_factor_enabled",
+    "verify_second_factor",
 ]

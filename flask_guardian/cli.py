@@ -10,6 +10,8 @@ from sqlalchemy import func, or_, select
 
 from .credentials import is_werkzeug_kind, read_hash_kinds
 from .state import get_state
+from .two_factor import enabled_since, recovery_codes_left
+from .two_factor_enrolment import admin_reset
 
 
 @click.group("guardian")
@@ -130,3 +132,33 @@ def password_report_command() -> None:
     click.echo(f"to upgrade: {sum(counts.values()) - counts['argon2id (current parameters)']}")
     click.echo(f"no password: {empty}")
     click.echo(f"unreadable: {total - empty - sum(counts.values())}")
+
+
+@guardian_cli.command("2fa-status")
+@click.argument("email")
+@with_appcontext
+def two_factor_status_command(email: str) -> None:
+    """Say whether a user has two-factor authentication on, and how many recovery codes
+    they have left."""
+    state = get_state()
+    user = _user(email)
+    since = enabled_since(state, user)
+    if since is None:
+        click.echo(f"{user.email}: two-factor authentication is off")
+        return
+    left = recovery_codes_left(state, user)
+    click.echo(f"{user.email}: two-factor authentication is on (since "
+               f"{since.isoformat(timespec='seconds')}), {left} recovery code(s) left")
+
+
+@guardian_cli.command("2fa-reset")
+@click.argument("email")
+@with_appcontext
+def two_factor_reset_command(email: str) -> None:
+    """Turn a user's two-factor authentication off (a lost phone and no recovery code)
+    and end all their sessions: they sign in with their password and may enrol again."""
+    state = get_state()
+    user = _user(email)
+    was_on, ended = admin_reset(state, user)
+    done = "turned off" if was_on else "was already off"
+    click.echo(f"{user.email}: two-factor authentication {done}; ended {ended} session(s)")

@@ -36,6 +36,7 @@ from .jwt_keys import (
     read_jwt_keys,
 )
 from .signin_view import read_signin_view
+from .two_factor_settings import TWO_FACTOR_DEFAULTS, TwoFactorSettings, read_two_factor_settings
 
 if TYPE_CHECKING:
     from .strategies.base import SessionStrategy
@@ -113,6 +114,7 @@ DEFAULTS: dict[str, Any] = {
     # Where login_required sends browsers (signin_view.py): None is the blueprint's page.
     "GUARDIAN_SIGNIN_VIEW": None,
     **FRESH_DEFAULTS,
+    **TWO_FACTOR_DEFAULTS,  # each with its reason in two_factor_settings.py
 }
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,7 @@ class Settings:
     remember_idle_timeout: int = 7 * 24 * 3600
     #: Seconds since sign-in within which ``fresh_login_required`` lets a session pass.
     fresh_within: int = 600
+    two_factor: TwoFactorSettings | None = None
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -370,6 +373,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         remember_idle_timeout=read_duration(values, "GUARDIAN_REMEMBER_IDLE_TIMEOUT",
                                             minimum=max(60, update_age + 1)),
         fresh_within=read_fresh_within(values),
+        two_factor=read_two_factor_settings(config, values, secret),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

@@ -100,3 +100,32 @@ class TooManyAttempts(AuthError):
         super().__init__(message)
         #: Seconds until the lock ends (sent as ``Retry-After``).
         self.retry_after = retry_after
+
+
+class InvalidCode(AuthError):
+    """A second-factor code that is wrong, already used, or not a code at all. Counts
+    toward the same lockout as a wrong password."""
+
+    status_code = 401
+    code = "invalid_code"
+    default_message = "The code is not valid. Enter the current code from your app."
+
+
+class InvalidPassword(AuthError):
+    """The signed-in user's password, asked again before a sensitive change (turning
+    two-factor authentication off, new recovery codes), is wrong. Counts toward the
+    lockout."""
+
+    status_code = 401
+    code = "invalid_credentials"
+    default_message = "The password is incorrect."
+
+
+class TwoFactorStateError(AuthError):
+    """The two-factor step does not fit the account's state: enabling without a setup,
+    setting up or enabling while already on, or a change that needs it on while it is
+    off."""
+
+    status_code = 409
+    code = "two_factor_state"
+    default_message = "Two-factor authentication is not in a state that allows this."

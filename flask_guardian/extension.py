@@ -25,6 +25,7 @@ from .state import AppState, get_state
 from .storage import bound_engine
 from .strategies.base import SessionInfo
 from .throttle import make_throttle
+from .two_factor_models import build_two_factor_models
 from .user_changes import listen_for_user_changes
 from .user_proxy import current_user
 
@@ -47,6 +48,7 @@ class Guardian:
         self.models: Models | None = None
         if db is not None and not isinstance(user_model, str):
             self.models = build_models(db, user_model)
+            build_two_factor_models(db, self.models.user)
         if app is not None:
             self.init_app(app)
 
@@ -79,6 +81,7 @@ class Guardian:
             )
         if self.models is None:
             self.models = build_models(self.db, resolve_user_model(self._user_model))
+            build_two_factor_models(self.db, self.models.user)
         if "guardian" in app.extensions:
             # A second set of hooks would load every session twice and fight over the
             # cookie: refuse before registering anything.
@@ -106,7 +109,7 @@ class Guardian:
         app.after_request(make_after_request(state))
         app.register_error_handler(AuthError, _handle_auth_error)
 
-        from . import reauth_view  # noqa: F401  (its routes join the blueprint)
+        from . import reauth_view, two_factor_views  # noqa: F401  (their routes join the blueprint)
         from .views import blueprint
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)

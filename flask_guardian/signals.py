@@ -11,6 +11,10 @@
   are sent after the transaction commits.
 - ``suspicious_session``: ``session``, ``reasons`` (``["user_agent"]`` and/or
   ``["ip_network"]``), ``action`` (``"log"`` or ``"revoke"``).
+- ``two_factor_enabled``: ``user``.
+- ``two_factor_disabled``: ``user``, ``by`` (``"user"``, or ``"admin"`` for
+  ``flask guardian 2fa-reset``).
+- ``recovery_code_used``: ``user``, ``remaining`` (unused codes left).
 """
 
 from __future__ import annotations
@@ -24,11 +28,17 @@ user_signed_out = _signals.signal("user-signed-out")
 sign_in_failed = _signals.signal("sign-in-failed")
 session_revoked = _signals.signal("session-revoked")
 suspicious_session = _signals.signal("suspicious-session")
+two_factor_enabled = _signals.signal("two-factor-enabled")
+two_factor_disabled = _signals.signal("two-factor-disabled")
+recovery_code_used = _signals.signal("recovery-code-used")
 
 __all__ = [
+    "recovery_code_used",
     "session_revoked",
     "sign_in_failed",
     "suspicious_session",
+    "two_factor_disabled",
+    "two_factor_enabled",
     "user_signed_in",
     "user_signed_out",
 ]

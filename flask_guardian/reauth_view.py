@@ -17,18 +17,27 @@ from typing import Any
 from flask import g, jsonify, redirect, render_template, request
 
 from .auth import Checked, begin_session, check_credentials, forget_started
-from .errors import Unauthorized
+from .errors import InvalidCode, TooManyAttempts, Unauthorized
 from .redirects import safe_redirect
 from .session import Session
 from .signin_view import signin_url
 from .state import AppState, get_state
 from .storage import is_storage_error, translate
+from .two_factor import two_factor_enabled, verify_second_factor
 from .views import _check_csrf, _field, _payload, _redirect_field, blueprint, wants_json
 
 #: A storage outage while re-authenticating is a 503 in bounded time.
 _guard = translate("reauthentication", get_state)
 
 _REFUSED = "The password is incorrect."
+_MESSAGES = {
+    "two_factor_required": "Enter the code from your authenticator app, or a recovery code.",
+    "invalid_code": "The password or the code is incorrect.",
+}
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
 
 
 def _asked_target(default: str) -> str:
@@ -40,10 +49,17 @@ def _asked_target(default: str) -> str:
     return safe_redirect(asked, default)
 
 
+def _needs_code(state: AppState, session: Session) -> bool:
+    """Whether the session's user has two-factor authentication on (one indexed read)."""
+    user = state.db.session.get(state.models.user, session.user.id)
+    return user is not None and two_factor_enabled(state, user)
+
+
 def _page(session: Session, target: str, error: str | None = None, status: int = 200,
           headers: dict[str, str] | None = None) -> Any:
     return (render_template("guardian/reauthenticate.html", redirect_url=target, error=error,
-                            email=session.user.email, needs_code=False),
+                            email=session.user.email,
+                            needs_code=_needs_code(get_state(), session)),
             status, headers or {})
 
 
@@ -57,7 +73,7 @@ def reauthenticate_page() -> Any:
         if wants_json():
             raise Unauthorized()
         return redirect(signin_url(state.settings.signin_view, target), 303)
-    return _page(session, target)
+    return _guard(_page)(session, target)
 
 
 def _identifier(state: AppState, user: Any) -> str | None:
@@ -95,6 +111,7 @@ def reauthenticate() -> Any:
         raise Unauthorized()
     _check_csrf(data)
     password = _field(data, "password")
+    code = _field(data, "code", required=False)
     state = get_state()
     target = safe_redirect(_redirect_field(data), state.settings.default_redirect)
     assert password is not None  # required: _field raised otherwise
@@ -102,9 +119,21 @@ def reauthenticate() -> Any:
     if checked.error is not None or checked.user is None:
         return _refused(session, target, checked.error or "invalid_credentials",
                         checked.retry_after)
+    two_factor = session.two_factor
+    if two_factor_enabled(state, checked.user):
+        # The second factor too: a code, under the same lockout (contract 2 of issue 14).
+        if not code:
+            return _refused(session, target, "two_factor_required", None)
+        try:
+            verify_second_factor(state, checked.user, code, client_ip=_client_ip())
+        except InvalidCode:
+            return _refused(session, target, "invalid_code", None)
+        except TooManyAttempts as exc:
+            return _refused(session, target, "too_many_attempts", exc.retry_after)
+        two_factor = True
     try:
         fresh = begin_session(state, checked.user, "reauthentication",
-                              remember=session.remember, two_factor=session.two_factor)
+                              remember=session.remember, two_factor=two_factor)
     except Exception as exc:
         if is_storage_error(exc):
             forget_started(session)  # nothing new was stored: no cookie for it
@@ -122,7 +151,9 @@ def _refused(session: Session, target: str, error: str, retry_after: int | None)
     headers = {"Retry-After": str(retry_after)} if retry_after else {}
     if wants_json():
         return jsonify(ok=False, error=error), status, headers
-    if retry_after:
+    if error in _MESSAGES:
+        message = _MESSAGES[error]
+    elif retry_after:
         minutes = math.ceil(retry_after / 60)
         message = f"Too many failed attempts. Try again in {minutes} minute" + (
             "s." if minutes != 1 else ".")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pyotp
 import pytest
 import time_machine
 from flask import Flask, g, jsonify, request
@@ -46,6 +47,7 @@ from flask_guardian import (
 from flask_guardian.auth import begin_session
 from flask_guardian.config import load_settings
 from flask_guardian.state import get_state
+from flask_guardian.two_factor_enrolment import begin_setup, enable
 
 pytestmark = pytest.mark.databases
 
@@ -571,3 +573,91 @@ def test_another_accounts_password_never_refreshes_the_session(
             app.extensions["sqlalchemy"].engine.dispose()
         if strategy == "redis":
             delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])
+
+
+# -- with two-factor authentication on ------------------------------------------------------
+
+
+def enrol(app: Flask, email: str = USER[0]) -> tuple[str, list[str]]:
+    """Turn 2FA on for ``email`` (before anyone signs in: enabling it ends other sessions);
+    returns the secret and the recovery codes."""
+    model = guardian_of(app).user_model
+    with app.app_context():
+        user = db_of(app).session.execute(select(model).where(model.email == email)).scalar_one()
+        setup = begin_setup(get_state(), user, issuer="Test")
+        codes = enable(get_state(), user, pyotp.TOTP(setup.secret).at(datetime.now(UTC)))
+    return setup.secret, codes
+
+
+def code_at(secret: str, when: datetime) -> str:
+    return str(pyotp.TOTP(secret).at(when))
+
+
+def test_with_2fa_the_page_asks_for_a_code_too(make_app: AppFactory) -> None:
+    app = fresh_app(make_app)
+    with time_machine.travel(START, tick=False):
+        enrol(app)
+        client = app.test_client()
+        assert client.post("/test/signin-2fa", data={"email": USER[0]}).status_code == 200
+        page = client.get("/auth/reauthenticate").get_data(as_text=True)
+        assert 'name="code"' in page and 'autocomplete="one-time-code"' in page
+
+
+def test_with_2fa_the_password_alone_is_refused(make_app: AppFactory) -> None:
+    app = fresh_app(make_app)
+    with time_machine.travel(START, tick=False) as clock:
+        enrol(app)
+        client = app.test_client()
+        sign_in_ok(client)  # as if the code step had passed: what matters is the account
+        before = flags(client)
+        clock.move_to(STALE)
+        response = reauth(client, json=True)
+        assert response.status_code == 401
+        assert response.get_json() == {"ok": False, "error": "two_factor_required"}
+        page = reauth(client)
+        assert page.status_code == 401 and "authenticator app" in page.get_data(as_text=True)
+        assert flags(client) == before
+
+
+def test_with_2fa_a_code_makes_the_session_fresh_and_two_factor(make_app: AppFactory) -> None:
+    app = fresh_app(make_app)
+    with time_machine.travel(START, tick=False) as clock:
+        secret, _ = enrol(app)
+        client = app.test_client()
+        sign_in_ok(client)
+        assert flags(client)["two_factor"] is False  # type: ignore[index]
+        clock.move_to(STALE + timedelta(seconds=60))
+        response = reauth(client, json=True, code=code_at(secret, STALE + timedelta(seconds=60)))
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["session"]["twoFactor"] is True
+        assert client.get("/settings/bare").status_code == 200
+        after = flags(client)
+        assert after is not None and after["two_factor"] is True
+
+
+def test_with_2fa_a_recovery_code_works_once(make_app: AppFactory) -> None:
+    app = fresh_app(make_app)
+    with time_machine.travel(START, tick=False):
+        _, codes = enrol(app)
+        client = app.test_client()
+        sign_in_ok(client)
+        assert reauth(client, code=codes[0]).status_code == 303
+        replay = reauth(client, json=True, code=codes[0])
+        assert replay.status_code == 401 and replay.get_json()["error"] == "invalid_code"
+
+
+def test_with_2fa_wrong_codes_count_toward_the_lockout(make_app: AppFactory) -> None:
+    app = fresh_app(make_app, GUARDIAN_MAX_LOGIN_ATTEMPTS=3)
+    with time_machine.travel(START, tick=False):
+        secret, _ = enrol(app)
+        client = app.test_client()
+        sign_in_ok(client)
+        before = flags(client)
+        for bad in ("000000", "12-34", "abcdef"):
+            response = reauth(client, json=True, code=bad)
+            assert response.status_code == 401, bad
+            assert response.get_json()["error"] == "invalid_code"
+        assert flags(client) == before
+        locked = reauth(client, json=True, code=code_at(secret, START))
+        assert locked.status_code == 429 and locked.get_json()["error"] == "too_many_attempts"
+        assert flags(client) == before

@@ -47,7 +47,7 @@ def build_trusted_browser_model(db: Any, user_model: Any) -> Any:
     known = _DECLARED.get(db)
     if known is not None:
         return known
-    user_id = user_model.__table__.c.id
+    user_key = user_model.__table__.c.id
 
     class TrustedBrowser(db.Model):  # type: ignore[misc]
         """A browser that skips the sign-in code of one user (see the module docstring)."""
@@ -56,7 +56,7 @@ def build_trusted_browser_model(db: Any, user_model: Any) -> Any:
 
         id: Mapped[str] = mapped_column(exact_string(32), primary_key=True)
         user_id: Mapped[int] = mapped_column(
-            Integer, ForeignKey(user_id, ondelete="CASCADE"), nullable=False
+            Integer, ForeignKey(user_key, ondelete="CASCADE"), nullable=False
         )
         # SHA-256 hex of the cookie's token.
         token_hash: Mapped[str] = mapped_column(exact_string(64), nullable=False, unique=True)

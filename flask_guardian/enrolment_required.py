@@ -19,7 +19,6 @@ from flask import redirect, request
 from .errors import AuthError
 from .per_request import get_session
 from .state import AppState
-from .views import wants_json
 
 
 class TwoFactorEnrollmentRequired(AuthError):
@@ -39,6 +38,8 @@ _OPEN_ENDPOINTS = frozenset({"guardian.signout", "guardian.signout_page",
 
 def make_enrolment_check(state: AppState) -> Callable[[], Any]:
     """The ``before_request`` hook for the roles in ``state``'s settings."""
+    from .views import wants_json  # at init_app: the error class is importable without it
+
     roles = state.settings.second_factor.required_roles
     two_factor_prefix = state.settings.url_prefix + "/2fa"
 

@@ -167,7 +167,11 @@ def trust(state: AppState, user: Any, generation: int) -> None:
     now = utcnow()
     expires = now + timedelta(days=days)
     agent = client_agent(request)
-    state.db.session.execute(_table(state).insert().values(
+    table = _table(state)
+    # The user's ended ones go now (the list also tidies them): rows cannot pile up.
+    state.db.session.execute(delete(table).where(table.c.user_id == user.id,
+                                                 table.c.expires_at <= now))
+    state.db.session.execute(table.insert().values(
         id=secrets.token_hex(16), user_id=user.id, token_hash=_digest(token),
         generation=generation, created_at=now, last_used_at=now, expires_at=expires,
         ip=request.remote_addr, user_agent=agent,

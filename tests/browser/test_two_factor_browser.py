@@ -60,9 +60,9 @@ def test_enrol_then_sign_in_with_a_code(live_server: LiveServer, new_context: An
     # Thirty seconds later (the enabling code is spent: a code works once), sign in again.
     with time_machine.travel(datetime.now(UTC) + timedelta(seconds=30)):
         password_step(page, live)
-        page.get_by_label("Code").wait_for()
+        page.get_by_label("Code", exact=True).wait_for()
         assert "/auth/signin" in page.url  # no session yet: the code step
-        page.get_by_label("Code").fill(totp.now())
+        page.get_by_label("Code", exact=True).fill(totp.now())
         page.get_by_role("button", name="Verify").click()
         at(page, live, "/dashboard")
         assert USER[0] in page.content()
@@ -71,7 +71,7 @@ def test_enrol_then_sign_in_with_a_code(live_server: LiveServer, new_context: An
     # Once more, trusting this browser: the sign-in after that asks no code.
     with time_machine.travel(datetime.now(UTC) + timedelta(seconds=60)):
         password_step(page, live)
-        page.get_by_label("Code").fill(totp.now())
+        page.get_by_label("Code", exact=True).fill(totp.now())
         page.get_by_label("Trust this browser").check()
         page.get_by_role("button", name="Verify").click()
         at(page, live, "/dashboard")

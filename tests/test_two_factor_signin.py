@@ -399,6 +399,30 @@ def test_wrong_codes_lock_the_account_like_wrong_passwords(two_factor: Any) -> N
     assert session_of(client) is None
 
 
+def test_a_locked_browser_gets_the_code_form_with_retry_after(two_factor: Any) -> None:
+    tf = two_factor(GUARDIAN_MAX_LOGIN_ATTEMPTS=1)
+    client = tf.client()
+    sign_in(client, *USER)  # 1 counted
+    response = verify(client, tf.code())  # 2 > 1
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
+    page = response.get_data(as_text=True)
+    assert 'name="code"' in page and "Too many failed attempts" in page
+    assert session_of(client) is None
+
+
+def test_the_code_page_answers_whether_a_sign_in_is_pending(two_factor: Any) -> None:
+    tf = two_factor()
+    client = tf.client()
+    json = {"Accept": "application/json"}
+    assert client.get("/auth/2fa/verify", headers=json).get_json() == {"pending": False}
+    sign_in(client, *USER, json=True)
+    assert client.get("/auth/2fa/verify", headers=json).get_json() == {"pending": True}
+    assert 'name="code"' in client.get("/auth/2fa/verify").get_data(as_text=True)
+    tf.clock.shift(timedelta(seconds=301))
+    assert client.get("/auth/2fa/verify", headers=json).get_json() == {"pending": False}
+
+
 def test_the_password_again_does_not_reset_the_count_of_wrong_codes(two_factor: Any) -> None:
     """The attack: guess codes, type the (stolen) password again to reset the counter, guess
     again. A password alone is not a sign-in: it resets nothing."""

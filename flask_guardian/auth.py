@@ -237,7 +237,7 @@ def _check(state: AppState, identifier: object, password: object, normalized: st
     step = state.second_step(state, user, remember=remember, redirect_url=target) if (
         start and state.second_step is not None) else "none"
     if step == "pending":
-        db_session.commit()
+        db_session.commit()  # the attempt stays counted
         return Checked(user, "two_factor_required")
     state.throttle.reset(db_session, email_key)
     state.throttle.release(db_session, ip_key)

@@ -480,6 +480,19 @@ def test_a_trusted_browser_skips_the_code(two_factor: Any) -> None:
     assert sign_in(tf.client(), *USER, json=True).get_json()["error"] == "two_factor_required"
 
 
+def test_a_trust_cookie_counts_only_for_the_user_who_trusted(two_factor: Any) -> None:
+    tf = two_factor()
+    admin = tf.client()
+    assert sign_in(admin, *ADMIN).status_code == 303
+    admin_secret, _ = enrol(admin)  # a second 2FA user
+    sign_out(admin)
+    tf.next_step()
+    client = signed_in_with_trust(tf)  # trusted by USER
+    response = sign_in(client, *ADMIN, json=True)
+    assert response.get_json() == {"ok": False, "error": "two_factor_required"}
+    assert verify(client, pyotp.TOTP(admin_secret).now(), json=True).status_code == 200
+
+
 def test_the_table_keeps_only_a_digest_of_the_trust_cookie(two_factor: Any) -> None:
     tf = two_factor()
     client = signed_in_with_trust(tf)

@@ -488,6 +488,18 @@ def test_a_trust_cookie_counts_only_for_the_user_who_trusted(two_factor: Any) ->
     sign_out(admin)
     tf.next_step()
     client = signed_in_with_trust(tf)  # trusted by USER
+    with tf.app.app_context():  # the same generation number, so only the user tells them apart
+        db = db_of(tf.app)
+        table = db.metadata.tables["guardian_two_factor"]
+        users = guardian_of(tf.app).user_model.__table__
+        generations = dict(db.session.execute(
+            select(users.c.email, table.c.generation).join(table, table.c.user_id == users.c.id)
+        ).all())
+        admin_id = db.session.execute(select(users.c.id).where(users.c.email == ADMIN[0])
+                                      ).scalar_one()
+        db.session.execute(table.update().where(table.c.user_id == admin_id)
+                           .values(generation=generations[USER[0]]))
+        db.session.commit()
     response = sign_in(client, *ADMIN, json=True)
     assert response.get_json() == {"ok": False, "error": "two_factor_required"}
     assert verify(client, pyotp.TOTP(admin_secret).now(), json=True).status_code == 200

@@ -5,8 +5,8 @@ browser that typed the password.
 
 Why it cannot be used elsewhere or later:
 
-- **Signed** (itsdangerous, HMAC-SHA1 under a key derived from ``GUARDIAN_SECRET_KEY`` or
-  ``SECRET_KEY`` with its own salt): a forged or altered value is refused, and one made for
+- **Signed** (itsdangerous, HMAC-SHA256 under a key derived from ``GUARDIAN_SECRET_KEY``
+  or ``SECRET_KEY`` with its own salt): a forged or altered value is refused, and one made for
   another purpose (a CSRF token, another app) never verifies here.
 - **5 minutes**: the signature carries its time, and a value older than
   :data:`~flask_guardian.second_factor_config.PENDING_MAX_AGE` seconds is refused whatever
@@ -61,7 +61,8 @@ def cookie_name(state: AppState) -> str:
 
 
 def _serializer(state: AppState) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(state.settings.secret_key, salt=_SALT)
+    return URLSafeTimedSerializer(state.settings.secret_key, salt=_SALT,
+                                  signer_kwargs={"digest_method": hashlib.sha256})
 
 
 def _seed_digest(seed: str) -> str:

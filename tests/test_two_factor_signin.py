@@ -359,6 +359,21 @@ def test_a_verify_without_a_pending_state_does_nothing(two_factor: Any, json: bo
     assert client.get("/auth/2fa/verify").status_code == 303  # back to the password
 
 
+def test_without_csrf_checks_the_pending_state_is_still_bound_to_the_browser(
+    two_factor: Any,
+) -> None:
+    tf = two_factor(GUARDIAN_CSRF_ENABLED=False)
+    client, other = tf.client(), tf.client()
+    first = client.post("/auth/signin", json={"email": USER[0], "password": USER[1]})
+    assert first.get_json()["error"] == "two_factor_required"
+    # No seed cookie was sent: the password step made one to bind the pending state to.
+    assert client.get_cookie(cookie_name(tf.app) + "-csrf") is not None
+    other.set_cookie(pending_name(tf.app), client.get_cookie(pending_name(tf.app)).value)
+    assert other.post("/auth/2fa/verify", json={"code": tf.code()}).status_code == 401
+    done = client.post("/auth/2fa/verify", json={"code": tf.code()})
+    assert done.status_code == 200 and done.get_json()["session"]["twoFactor"] is True
+
+
 def test_a_verify_needs_the_csrf_token(two_factor: Any) -> None:
     tf = two_factor()
     client = tf.client()

@@ -231,16 +231,16 @@ def _check(state: AppState, identifier: object, password: object, normalized: st
         signals.sign_in_failed.send(_app(), email=normalized, reason=reason, ip=ip)
         return Checked(None, "invalid_credentials")
 
+    state.throttle.reset(db_session, email_key)
+    state.throttle.release(db_session, ip_key)
     # Two-factor users (second_factor.py): a trusted browser goes on with two_factor; any
-    # other gets the code step and no session, and the attempt stays counted until the
-    # code is given (a password alone must not reset the lockout the codes count in).
+    # other gets the code step and no session. (Wrong codes also count on a counter of
+    # their own that a right password does not reset: two_factor.code_lockout_key.)
     step = state.second_step(state, user, remember=remember, redirect_url=target) if (
         start and state.second_step is not None) else "none"
     if step == "pending":
-        db_session.commit()  # the attempt stays counted
+        db_session.commit()
         return Checked(user, "two_factor_required")
-    state.throttle.reset(db_session, email_key)
-    state.throttle.release(db_session, ip_key)
     if not start:
         db_session.commit()
         return Checked(user, None)

@@ -24,7 +24,6 @@ from sqlalchemy import select
 
 from . import pending_signin, trusted_browsers
 from .auth import _bounded, _client_ip, begin_session, forget_started
-from .clients import throttle_key
 from .session import Session
 from .state import AppState
 from .storage import is_storage_error, rollback_quietly, unavailable
@@ -101,9 +100,6 @@ def verify(state: AppState, code: object, *, trust: bool) -> Verified | None:
         pending, user = found
         ip = _client_ip()
         method = verify_second_factor(state, user, code, client_ip=ip)  # commits
-        # The password step counted one attempt from this address and left it (a password
-        # alone is not a sign-in); the code finished it: take it back, as a sign-in does.
-        state.throttle.release(state.db.session, throttle_key(ip))
         generation = enrolment_generation(state, user)
         if trust and generation is not None:
             trusted_browsers.trust(state, user, generation)

@@ -37,7 +37,7 @@ def sign_in_user(user: Any, *, redirect_url: object = None, remember: bool = Fal
                                         ip=_client_ip())
             return SignInResult(False, "inactive", None, target)
         # A user with two-factor authentication gives a code too (second_factor.py): the
-        # app's login view sends the browser to the code step (docs/two-factor.md).
+        # app's login view sends the browser to the code step (docs/two-factor-signin.md).
         step = state.second_step(state, user, remember=remember, redirect_url=target,
                                  method="external") if state.second_step else "none"
         if step == "pending":

@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import installation, signals  # noqa: F401
 from .auth import SignInResult, SignOutResult, sign_in, sign_out
 from .config import Settings
+from .enrolment_required import TwoFactorEnrollmentRequired
 from .errors import (
     AuthError,
     BadRequest,
@@ -67,6 +68,7 @@ __all__ = [
     "SignOutResult",
     "StorageUnavailable",
     "TooManyAttempts",
+    "TwoFactorEnrollmentRequired",
     "TwoFactorStateError",
     "Unauthorized",
     "UserMixin",

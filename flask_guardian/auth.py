@@ -148,7 +148,7 @@ def sign_in(
     target = safe_redirect(redirect_url, state.settings.default_redirect)
     identifier = login if login is not None else email
     checked = _check_credentials(state, identifier, password, start=True,
-                                 remember=remember is True)
+                                 remember=remember is True, target=target)
     return SignInResult(checked.error is None, checked.error, checked.session, target,
                         checked.retry_after)
 
@@ -171,7 +171,7 @@ def check_credentials(state: AppState, identifier: object, password: object) -> 
 
 
 def _check_credentials(state: AppState, identifier: object, password: object, *,
-                       start: bool, remember: bool = False) -> Checked:
+                       start: bool, remember: bool = False, target: str = "/") -> Checked:
     """Count the attempt per identifier and per address and commit the counts before
     any password is checked (parallel guesses cannot pass the limit), refuse past either
     limit whatever the password, check it (one hash, whatever the outcome) and, on
@@ -196,7 +196,7 @@ def _check_credentials(state: AppState, identifier: object, password: object, *,
     carried = g.get("session") if has_request_context() else None
     try:
         return _check(state, identifier, password, normalized, ip, (attempts, from_ip),
-                      (id_key, ip_key), start, remember)
+                      (id_key, ip_key), start, remember, target)
     except Exception as exc:
         if not is_storage_error(exc):
             raise
@@ -212,7 +212,7 @@ def _check_credentials(state: AppState, identifier: object, password: object, *,
 
 def _check(state: AppState, identifier: object, password: object, normalized: str, ip: str,
            counted: tuple[Attempts, Attempts], keys: tuple[str, str], start: bool,
-           remember: bool = False) -> Checked:
+           remember: bool = False, target: str = "/") -> Checked:
     """The part of :func:`_check_credentials` after the attempt is counted."""
     settings = state.settings
     db_session = state.db.session
@@ -233,10 +233,19 @@ def _check(state: AppState, identifier: object, password: object, normalized: st
 
     state.throttle.reset(db_session, email_key)
     state.throttle.release(db_session, ip_key)
+    # Two-factor users (second_factor.py): a trusted browser goes on with two_factor; any
+    # other gets the code step and no session. (Wrong codes also count on a counter of
+    # their own that a right password does not reset: two_factor.code_lockout_key.)
+    step = state.second_step(state, user, remember=remember, redirect_url=target) if (
+        start and state.second_step is not None) else "none"
+    if step == "pending":
+        db_session.commit()
+        return Checked(user, "two_factor_required")
     if not start:
         db_session.commit()
         return Checked(user, None)
-    return Checked(user, None, None, begin_session(state, user, "password", remember=remember))
+    return Checked(user, None, None, begin_session(state, user, "password", remember=remember,
+                                                   two_factor=step == "trusted"))
 
 
 def begin_session(state: AppState, user: Any, method: str, *, remember: bool = False,

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from . import second_factor_config
 from .config_values import (
     check_seconds,
     read_bool,
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 DEFAULTS: dict[str, Any] = {
     # The key CSRF tokens are signed with; when unset, Flask's SECRET_KEY is used.
     "GUARDIAN_SECRET_KEY": None,
+    # The sign-in code step (second_factor_config.py has each key's reason).
+    **second_factor_config.DEFAULTS,
     # Server-side sessions are revocable at once; JWT is opt-in.
     "SESSION_STRATEGY": "database",
     # ASVS 4.0.3 V3.3.2 level 2: re-authenticate after 12 hours whatever the activity...
@@ -177,6 +180,7 @@ class Settings:
     #: Seconds since sign-in within which ``fresh_login_required`` lets a session pass.
     fresh_within: int = 600
     two_factor: TwoFactorSettings | None = None
+    second_factor: second_factor_config.SecondFactorSettings = second_factor_config.OFF
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -374,6 +378,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
                                             minimum=max(60, update_age + 1)),
         fresh_within=read_fresh_within(values),
         two_factor=read_two_factor_settings(config, values, secret),
+        second_factor=second_factor_config.read_settings(values),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

@@ -21,10 +21,12 @@ from .models import Models, build_models, resolve_user_model
 from .redirects import current_path
 from .redis_client import connect
 from .request_cycle import make_after_request, make_before_request
+from .second_factor import after_password
 from .state import AppState, get_state
 from .storage import bound_engine
 from .strategies.base import SessionInfo
 from .throttle import make_throttle
+from .trusted_browsers import build_trusted_browser_model
 from .two_factor_models import build_two_factor_models
 from .user_changes import listen_for_user_changes
 from .user_proxy import current_user
@@ -49,6 +51,7 @@ class Guardian:
         if db is not None and not isinstance(user_model, str):
             self.models = build_models(db, user_model)
             build_two_factor_models(db, self.models.user)
+            build_trusted_browser_model(db, self.models.user)
         if app is not None:
             self.init_app(app)
 
@@ -102,14 +105,25 @@ class Guardian:
             redis=redis,
         )
         state.strategy = settings.strategy_class(state)
+        # The sign-in code step of two-factor users (second_factor.py) and its table.
+        state.second_step = after_password
+        build_trusted_browser_model(self.db, self.models.user)
         self._states[app] = state
         app.extensions["guardian"] = self
 
         app.before_request(make_before_request(state))
+        if settings.second_factor.required_roles:  # nothing at all per request otherwise
+            from .enrolment_required import make_enrolment_check
+
+            app.before_request(make_enrolment_check(state))
         app.after_request(make_after_request(state))
         app.register_error_handler(AuthError, _handle_auth_error)
 
-        from . import reauth_view, two_factor_views  # noqa: F401  (their routes join the blueprint)
+        from . import (  # noqa: F401  (their routes join the blueprint)
+            reauth_view,
+            second_factor_views,
+            two_factor_views,
+        )
         from .views import blueprint
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)

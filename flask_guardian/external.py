@@ -36,7 +36,15 @@ def sign_in_user(user: Any, *, redirect_url: object = None, remember: bool = Fal
             signals.sign_in_failed.send(app, email=user.email, reason="inactive",
                                         ip=_client_ip())
             return SignInResult(False, "inactive", None, target)
-        session = begin_session(state, user, "external", remember=remember)
+        # A user with two-factor authentication gives a code too (second_factor.py): the
+        # app's login view sends the browser to the code step (docs/two-factor-signin.md).
+        step = state.second_step(state, user, remember=remember, redirect_url=target,
+                                 method="external") if state.second_step else "none"
+        if step == "pending":
+            state.db.session.commit()
+            return SignInResult(False, "two_factor_required", None, target)
+        session = begin_session(state, user, "external", remember=remember,
+                                two_factor=step == "trusted")
     except Exception as exc:
         if not is_storage_error(exc):
             raise

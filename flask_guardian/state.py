@@ -9,6 +9,7 @@ Flask-SQLAlchemy keeps all of its per-app state behind ``app.extensions["sqlalch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ class AppState:
     strategy: SessionStrategy = None  # type: ignore[assignment]
     #: The app's Redis client (``GUARDIAN_REDIS_URL``), or None.
     redis: RedisConnection | None = None
+    #: Called after a correct password, before a session starts: the sign-in code step
+    #: (``second_factor.after_password``), kept here so ``auth`` need not import it.
+    second_step: Callable[..., str] | None = None
 
 
 def get_state(app: Flask | None = None) -> AppState:

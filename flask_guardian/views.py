@@ -27,6 +27,7 @@ from .redirects import current_path, safe_redirect
 from .signin_view import signin_url
 from .state import get_state
 from .storage import translate
+from .trusted_browsers import list_trusted
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
 
@@ -173,6 +174,11 @@ def signin() -> Any:
     remember = _remember(data)
     result = sign_in("credentials", email=email, password=password, redirect_url=redirect_url,
                      remember=remember)
+    if result.error == "two_factor_required":  # password right; the code step is next
+        if wants_json():
+            return jsonify(ok=False, error=result.error)
+        return render_template("guardian/signin_code.html", error=None, trust=False,
+                               trust_days=get_state().settings.second_factor.trust_days)
     status = 429 if result.error == "too_many_attempts" else 401
     # RFC 9110: a 429 says when to come back.
     headers = {"Retry-After": str(result.retry_after)} if result.retry_after else {}
@@ -241,9 +247,12 @@ def sessions_page() -> Any:
     state = get_state()
     current = g.session
     sessions = current_first(state.strategy.list(current.user.id, current.id))
+    trusted = list_trusted(state, current.user.id)  # "trust this browser" (two-factor)
+    state.db.session.commit()  # the ones that no longer count were deleted
     if wants_json():
-        return jsonify(sessions=[s.to_dict() for s in sessions])
-    return render_template("guardian/sessions.html", sessions=sessions)
+        return jsonify(sessions=[s.to_dict() for s in sessions],
+                       trustedBrowsers=[t.to_dict() for t in trusted])
+    return render_template("guardian/sessions.html", sessions=sessions, trusted=trusted)
 
 
 @blueprint.post("/sessions/<session_id>/revoke")

@@ -426,6 +426,14 @@ def status(client: Any) -> Any:
     return client.get("/auth/2fa", headers=JSON).get_json()
 
 
+def sign_in_with_code(client: Any, secret: str, when: datetime) -> None:
+    """Sign ``USER`` in on ``client``: the password, then the code step (2FA is on)."""
+    first = sign_in(client, *USER, json=True)
+    assert first.get_json()["error"] == "two_factor_required", first.get_data(as_text=True)
+    reply = post(client, "/auth/2fa/verify", {"code": code_at(secret, when)})
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+
+
 def test_enrol_through_the_json_routes(make_app: Any) -> None:
     t0 = start()
     app = make_app()
@@ -515,8 +523,9 @@ def test_disable_needs_the_password_and_ends_the_other_sessions(make_app: Any) -
     sign_in_ok(mine)
     disabled: list[str] = []
     with time_machine.travel(t0, tick=False):
-        enrol_by_routes(mine, t0)
-        sign_in_ok(other)  # (the sign-in step does not ask for the code on this branch)
+        secret, _ = enrol_by_routes(mine, t0)
+        # The enabling code spent this step: the next one (within the ±1 step of drift).
+        sign_in_with_code(other, secret, t0 + timedelta(seconds=30))
         wrong = post(mine, "/auth/2fa/disable", {"password": "not-the-password"})
         assert wrong.status_code == 401 and wrong.get_json()["error"] == "invalid_credentials"
         assert status(mine)["enabled"] is True
@@ -538,8 +547,8 @@ def test_new_recovery_codes_replace_the_old_ones(make_app: Any) -> None:
     mine, other = app.test_client(), app.test_client()
     sign_in_ok(mine)
     with time_machine.travel(t0, tick=False):
-        _, old = enrol_by_routes(mine, t0)
-        sign_in_ok(other)
+        secret, old = enrol_by_routes(mine, t0)
+        sign_in_with_code(other, secret, t0 + timedelta(seconds=30))
         wrong = post(mine, "/auth/2fa/recovery-codes", {"password": "not-the-password"})
         assert wrong.status_code == 401
         reply = post(mine, "/auth/2fa/recovery-codes", {"password": USER[1]})

@@ -13,6 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .api_token_settings import (
+    API_TOKEN_DEFAULTS,
+    DEFAULT_API_TOKENS,
+    ApiTokenSettings,
+    read_api_token_settings,
+)
 from .config_values import (
     check_seconds,
     read_bool,
@@ -170,6 +176,8 @@ class Settings:
     #: The lifetimes of a session signed in with "remember me".
     remember_max_age: int = 30 * 24 * 3600
     remember_idle_timeout: int = 7 * 24 * 3600
+    #: The API tokens' lifetimes (api_token_settings.py).
+    api_tokens: ApiTokenSettings = DEFAULT_API_TOKENS
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -180,7 +188,7 @@ def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStr
     tests/test_config.py checks the package for others."""
     from .strategies import STRATEGIES
 
-    known = set(DEFAULTS).union(strategy_class.config_keys,
+    known = set(DEFAULTS).union(API_TOKEN_DEFAULTS, strategy_class.config_keys,
                                 *(s.config_keys for s in STRATEGIES.values()))
     for key in config:
         if isinstance(key, str) and key.startswith("GUARDIAN_") and key not in known:
@@ -241,7 +249,8 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
                                                  DEFAULTS["SESSION_STRATEGY"]))
     _check_known_keys(config, strategy_class)
     # Every key with its default filled in: what the readers of config_values.py take.
-    values: Mapping[str, Any] = ChainMap(dict(config), DEFAULTS, dict(strategy_class.config_keys))
+    values: Mapping[str, Any] = ChainMap(dict(config), DEFAULTS, API_TOKEN_DEFAULTS,
+                                       dict(strategy_class.config_keys))
 
     # GUARDIAN_SECRET_KEY lets an app that does not use Flask's own cookie session leave
     # SECRET_KEY unset, and so not pay for Flask opening that session on every request.
@@ -365,6 +374,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         remember_max_age=read_duration(values, "GUARDIAN_REMEMBER_MAX_AGE", minimum=60),
         remember_idle_timeout=read_duration(values, "GUARDIAN_REMEMBER_IDLE_TIMEOUT",
                                             minimum=max(60, update_age + 1)),
+        api_tokens=read_api_token_settings(values),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, g
 
 from . import auth, csrf, migrations, users
+from .api_tokens import ApiTokens
 from .auth import SignInResult
 from .config import load_settings
 from .credentials import PasswordHasher
@@ -99,6 +100,7 @@ class Guardian:
             redis=redis,
         )
         state.strategy = settings.strategy_class(state)
+        state.api_tokens = ApiTokens(state, app)
         self._states[app] = state
         app.extensions["guardian"] = self
 
@@ -106,6 +108,7 @@ class Guardian:
         app.after_request(make_after_request(state))
         app.register_error_handler(AuthError, _handle_auth_error)
 
+        from . import token_views  # noqa: F401 (its routes join the blueprint)
         from .views import blueprint
 
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix)

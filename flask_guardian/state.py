@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from .api_tokens import ApiTokens
     from .config import Settings
     from .credentials import PasswordHasher
     from .csrf import CSRFProtect
@@ -40,6 +41,8 @@ class AppState:
     strategy: SessionStrategy = None  # type: ignore[assignment]
     #: The app's Redis client (``GUARDIAN_REDIS_URL``), or None.
     redis: RedisConnection | None = None
+    #: The API tokens (``api_tokens.ApiTokens``: access tokens, refresh store).
+    api_tokens: ApiTokens = None  # type: ignore[assignment]
 
 
 def get_state(app: Flask | None = None) -> AppState:

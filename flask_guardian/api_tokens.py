@@ -151,30 +151,45 @@ class ApiTokens:
             raise InvalidGrant()  # cannot be one we issued: nothing is read
         now_ms = int(time.time() * 1000)
         now = datetime.fromtimestamp(now_ms / 1000, UTC)
-        spent = store.spend(sha256_hex(token), now_ms)
-        if spent is None:
+        digest = sha256_hex(token)
+        found = store.find(digest, lock=True)  # racing refreshes of this token queue here
+        if found is None:
             db_session.rollback()
             raise InvalidGrant()
-        if spent.won:
-            live = store.session_state(spent.session_id, spent.user_id, now, touch=True)
-            if live is None:  # the session ended: nothing written
+        sid, uid, spent_ms = found
+        won = False
+        if spent_ms is None:
+            # The session first: a dead one's token is refused with nothing written.
+            live = store.session_state(sid, uid, now, touch=False)
+            if live is None:
                 db_session.rollback()
                 raise InvalidGrant()
-            successor = self._successor(token)
-            store.add(sha256_hex(successor), spent.session_id, spent.user_id, live.absolute)
-            db_session.commit()
-        else:
+            won = store.spend(digest, now_ms)
+            if won:
+                spent_ms = now_ms
+                live = store.session_state(sid, uid, now, touch=True)
+                if live is None:  # ended in between
+                    db_session.rollback()
+                    raise InvalidGrant()
+                store.add(sha256_hex(self._successor(token)), sid, uid, live.absolute)
+                db_session.commit()
+            else:  # another refresh spent it in between (no row lock: SQLite, Redis)
+                db_session.rollback()
+                again = store.find(digest)
+                spent_ms = None if again is None else again.spent_ms
+                if spent_ms is None:
+                    raise InvalidGrant()
+        if not won:
             db_session.rollback()  # ends the read (and its row lock)
-            if now_ms - spent.spent_ms > self.state.settings.api_tokens.reuse_grace * 1000:
-                self._reused(spent.session_id, spent.user_id)
+            if now_ms - spent_ms > self.state.settings.api_tokens.reuse_grace * 1000:
+                self._reused(sid, uid)
                 raise InvalidGrant()
             # A racing duplicate inside the grace: the same pair again, nothing written.
-            live = store.session_state(spent.session_id, spent.user_id, now, touch=False)
+            live = store.session_state(sid, uid, now, touch=False)
             db_session.rollback()
-            if live is None:
-                raise InvalidGrant()
-            successor = self._successor(token)
-        return self._pair(spent.session_id, live, successor, token, spent.spent_ms)
+        if live is None:
+            raise InvalidGrant()
+        return self._pair(sid, live, self._successor(token), token, spent_ms)
 
     def revoke(self, token: str) -> None:
         """RFC 7009: end the session of a refresh token (spent or not). An unknown or
@@ -186,7 +201,7 @@ class ApiTokens:
         if found is None:
             self.state.db.session.rollback()
             return
-        self._end(found[0], found[1], "token_revoked")
+        self._end(found.session_id, found.user_id, "token_revoked")
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -28,15 +28,13 @@ from .strategies.redis_records import GONE, encode_record
 from .strategies.registry import RegistryStrategy, bound_to_user
 
 
-class Spent(NamedTuple):
-    """A refresh token found by :meth:`RefreshStore.spend`: its session and user, when it
-    was spent (epoch milliseconds) and whether this call spent it (``won``) or found it
-    spent already."""
+class Found(NamedTuple):
+    """A known refresh token: its session and user, and when it was spent (epoch
+    milliseconds), None while it is live."""
 
     session_id: str
     user_id: int
-    spent_ms: int
-    won: bool
+    spent_ms: int | None
 
 
 class SessionState(NamedTuple):
@@ -62,14 +60,15 @@ class RefreshStore(ABC):
         deadline). In the application's transaction: the caller commits."""
 
     @abstractmethod
-    def spend(self, digest: str, now_ms: int) -> Spent | None:
-        """Mark the token spent unless it already is, atomically: of several concurrent
-        calls exactly one wins. None for a token this store does not know. The caller
-        commits (a win) or rolls back."""
+    def find(self, digest: str, *, lock: bool = False) -> Found | None:
+        """The token, spent or not, or None for one this store does not know. With
+        ``lock``, concurrent refreshes of the same token wait here until the caller's
+        transaction ends (a row lock, where the store has them)."""
 
     @abstractmethod
-    def find(self, digest: str) -> tuple[str, int] | None:
-        """``(session id, user id)`` of a known token, spent or not."""
+    def spend(self, digest: str, now_ms: int) -> bool:
+        """Mark the token spent unless it already is, atomically: of several concurrent
+        calls exactly one returns True. The caller commits (a win) or rolls back."""
 
     @abstractmethod
     def session_state(self, session_id: str, user_id: int, now: datetime, *,
@@ -143,24 +142,19 @@ class SQLRefreshStore(RefreshStore):
             token_hash=digest, session_id=session_id, user_id=user_id, spent_ms=None,
             expires_at=until))
 
-    def spend(self, digest: str, now_ms: int) -> Spent | None:
-        db_session = self.state.db.session
-        row = db_session.execute(self._row.with_for_update(), {"digest": digest}).first()
+    def find(self, digest: str, *, lock: bool = False) -> Found | None:
+        query = self._row.with_for_update() if lock else self._row
+        row = self.state.db.session.execute(query, {"digest": digest}).first()
         if row is None:
             return None
-        if row.spent_ms is None:
-            won = db_session.execute(self._spend, {"digest": digest, "now": now_ms})
-            if won.rowcount == 1:
-                return Spent(row.session_id, row.user_id, now_ms, True)
-            # SQLite takes no row lock: another refresh spent it in between.
-            row = db_session.execute(self._row, {"digest": digest}).first()
-            if row is None or row.spent_ms is None:
-                return None
-        return Spent(row.session_id, row.user_id, int(row.spent_ms), False)
+        spent = None if row.spent_ms is None else int(row.spent_ms)
+        return Found(row.session_id, row.user_id, spent)
 
-    def find(self, digest: str) -> tuple[str, int] | None:
-        row = self.state.db.session.execute(self._row, {"digest": digest}).first()
-        return None if row is None else (row.session_id, row.user_id)
+    def spend(self, digest: str, now_ms: int) -> bool:
+        # Conditional: on SQLite, which takes no row lock, the second of two racing
+        # refreshes waits for the database lock and then matches no row.
+        done = self.state.db.session.execute(self._spend, {"digest": digest, "now": now_ms})
+        return bool(done.rowcount == 1)
 
     def session_state(self, session_id: str, user_id: int, now: datetime, *,
                       touch: bool) -> SessionState | None:
@@ -191,14 +185,13 @@ class SQLRefreshStore(RefreshStore):
 
 # -- Redis -----------------------------------------------------------------------------
 
-#: Spend a token atomically: ``{session, user, spent ms, 1}`` when this call spent it,
-#: ``{..., 0}`` when it was spent already, nil for an unknown token.
+#: Spend a token atomically: 1 when this call spent it, 0 when it was spent already (or
+#: is gone).
 _SPEND = """
-local f = redis.call('HMGET', KEYS[1], 'sid', 'uid', 'spent')
-if not f[1] then return nil end
-if f[3] and f[3] ~= '' then return {f[1], f[2], f[3], 0} end
+local spent = redis.call('HGET', KEYS[1], 'spent')
+if spent ~= '' then return 0 end
 redis.call('HSET', KEYS[1], 'spent', ARGV[1])
-return {f[1], f[2], ARGV[1], 1}
+return 1
 """
 
 
@@ -232,22 +225,20 @@ class RedisRefreshStore(RefreshStore):
         except self._errors as exc:
             raise unavailable(exc, "redis refresh tokens") from exc
 
-    def spend(self, digest: str, now_ms: int) -> Spent | None:
-        try:
-            found = self._spend(keys=[self._prefix + digest], args=[now_ms])
+    def find(self, digest: str, *, lock: bool = False) -> Found | None:
+        try:  # no lock: the spend is one atomic script
+            sid, uid, spent = self.redis.hmget(self._prefix + digest, ["sid", "uid", "spent"])
         except self._errors as exc:
             raise unavailable(exc, "redis refresh tokens") from exc
-        if not found:
+        if sid is None or uid is None:
             return None
-        sid, uid, spent, won = found
-        return Spent(sid.decode("ascii"), int(uid), int(spent), won == 1)
+        return Found(sid.decode("ascii"), int(uid), int(spent) if spent else None)
 
-    def find(self, digest: str) -> tuple[str, int] | None:
+    def spend(self, digest: str, now_ms: int) -> bool:
         try:
-            sid, uid = self.redis.hmget(self._prefix + digest, ["sid", "uid"])
+            return bool(self._spend(keys=[self._prefix + digest], args=[now_ms]) == 1)
         except self._errors as exc:
             raise unavailable(exc, "redis refresh tokens") from exc
-        return None if sid is None else (sid.decode("ascii"), int(uid))
 
     def session_state(self, session_id: str, user_id: int, now: datetime, *,
                       touch: bool) -> SessionState | None:

@@ -4,6 +4,7 @@ reuse detection, on every strategy."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,8 +27,10 @@ from helpers import (
     session_cookie,
     sign_in_ok,
     store_config,
+    strategy_config,
 )
 from servers import delete_redis_keys
+from werkzeug.serving import make_server
 
 from flask_guardian import ConfigurationError, signals
 from flask_guardian.state import get_state
@@ -464,7 +467,6 @@ def test_revocation_reaches_another_process(make_app: AppFactory, strategy: str)
     ``GUARDIAN_REDIS_URL``)."""
     extra: dict[str, Any] = {}
     if strategy == "database":
-        from helpers import strategy_config
         extra = strategy_config("redis")
     first = make_app(**extra)
     second = make_app(**store_config(first))
@@ -545,3 +547,57 @@ def test_admin_and_user_pairs_are_separate_sessions(app: Flask) -> None:
     admin, user = get_tokens(client, ADMIN), get_tokens(client, USER)
     assert client.get("/admin", headers=bearer(admin["accessToken"])).status_code == 200
     assert client.get("/admin", headers=bearer(user["accessToken"])).status_code == 403
+
+
+# -- the example client -----------------------------------------------------------------
+
+
+def _example(name: str) -> Any:
+    path = Path(__file__).resolve().parents[1] / "examples" / name
+    spec = importlib.util.spec_from_file_location(f"guardian_example_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_client_signs_in_refreshes_and_sees_its_session_end(
+    strategy: str, database_url: str
+) -> None:
+    """examples/api_client.py against the example app, served on 127.0.0.1."""
+    example = _example("api_client.py")
+    app = _example("app.py").create_app(
+        strategy, database_url, SECRET_KEY="example-test-secret-key-0123456789",
+        GUARDIAN_JWT_SECRET="example-test-jwt-secret-" + "x" * 32,
+        GUARDIAN_ARGON2_MEMORY_COST=1024, GUARDIAN_ARGON2_TIME_COST=1,
+        **strategy_config(strategy))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = example.ApiClient(f"http://127.0.0.1:{server.server_port}")
+        with pytest.raises(example.SignInFailed):
+            client.sign_in(USER[0], "not-the-password-1")
+        start = datetime.now(UTC)
+        with time_machine.travel(start, tick=False):
+            client.sign_in(*USER)
+            assert client.me()["user"]["email"] == USER[0]
+            assert client.refreshes == 0
+        with time_machine.travel(start + timedelta(seconds=280), tick=False):
+            assert client.me()["user"]["email"] == USER[0]  # refreshed before expiry
+            assert client.refreshes == 1
+            with app.app_context():
+                guardian = app.extensions["guardian"]
+                db = app.extensions["sqlalchemy"]
+                user = db.session.execute(db.select(guardian.user_model).filter_by(
+                    email=USER[0])).scalar_one()
+                assert guardian.revoke_user_sessions(user) == 1
+            with pytest.raises(example.SessionEnded):
+                client.me()
+    finally:
+        server.shutdown()
+        thread.join()
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+        if strategy == "redis":
+            delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])

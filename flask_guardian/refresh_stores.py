@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Table, and_, bindparam, select, update
 
-from .models import UTCDateTime, exact_string, profile_columns
+from .models import UTCDateTime, exact_string, profile_columns, utcnow
 from .session import SessionUser
 from .state import AppState
 from .storage import unavailable
@@ -81,6 +81,11 @@ class RefreshStore(ABC):
 
     def forget(self, session_id: str) -> None:  # noqa: B027 (optional: Redis expires them)
         """Delete the session's tokens (it ended). In the application's transaction."""
+
+    def purge_expired(self) -> int:
+        """Delete the tokens no session can use any more; how many went (Redis expires
+        its own: 0). Called by ``guardian.purge_expired`` (``flask guardian purge``)."""
+        return 0
 
 
 # -- the SQL registry ------------------------------------------------------------------
@@ -181,6 +186,16 @@ class SQLRefreshStore(RefreshStore):
     def forget(self, session_id: str) -> None:
         t = self.table
         self.state.db.session.execute(t.delete().where(t.c.session_id == session_id))
+
+    def purge_expired(self) -> int:
+        """Rows past their session's absolute deadline, and rows of ended sessions."""
+        t, s = self.table, self.state.models.session.__table__
+        ended = select(s.c.id).where(s.c.revoked_at.is_not(None) | (s.c.expires_at <= utcnow()))
+        db_session = self.state.db.session
+        gone = db_session.execute(t.delete().where(
+            (t.c.expires_at <= utcnow()) | t.c.session_id.in_(ended))).rowcount
+        db_session.commit()
+        return int(gone or 0)
 
 
 # -- Redis -----------------------------------------------------------------------------

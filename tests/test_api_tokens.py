@@ -601,3 +601,20 @@ def test_example_client_signs_in_refreshes_and_sees_its_session_end(
             app.extensions["sqlalchemy"].engine.dispose()
         if strategy == "redis":
             delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])
+
+
+def test_purge_deletes_the_refresh_tokens_of_ended_sessions(app: Flask, strategy: str) -> None:
+    if strategy == "redis":
+        pytest.skip("Redis expires refresh tokens itself, at the session's absolute deadline")
+    client = app.test_client()
+    kept, ended = get_tokens(client), get_tokens(client)
+    refresh(client, kept["refreshToken"])
+    with app.app_context():
+        state = get_state(app)
+        sid = state.api_tokens.access.load(ended["accessToken"]).id
+        guardian_of(app).revoke_session(sid)
+        guardian_of(app).purge_expired()
+        db = db_of(app)
+        rows = db.session.execute(db.text("SELECT session_id FROM guardian_refresh_tokens")).all()
+    assert len(rows) == 2  # the kept session's spent and live tokens
+    assert sid not in {r[0] for r in rows}

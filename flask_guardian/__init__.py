@@ -10,6 +10,7 @@ from __future__ import annotations
 
 # installation first: it refuses to run on files mixed with the unrelated flask-guardian's.
 from . import installation, signals  # noqa: F401
+from .api_tokens import InvalidCredentials, InvalidGrant, InvalidRequest, TokenPair
 from .auth import SignInResult, SignOutResult, sign_in, sign_out
 from .config import Settings
 from .errors import (
@@ -44,6 +45,9 @@ __all__ = [
     "Forbidden",
     "Guardian",
     "GuardianError",
+    "InvalidCredentials",
+    "InvalidGrant",
+    "InvalidRequest",
     "NotFound",
     "Session",
     "SessionInfo",
@@ -53,6 +57,7 @@ __all__ = [
     "SignInResult",
     "SignOutResult",
     "StorageUnavailable",
+    "TokenPair",
     "TooManyAttempts",
     "Unauthorized",
     "UserMixin",

@@ -21,7 +21,8 @@ from werkzeug.security import generate_password_hash
 
 from flask_guardian import Guardian, UserMixin, login_required
 
-GUARDIAN_TABLES = {"guardian_sessions", "guardian_revocations", "guardian_login_attempts"}
+GUARDIAN_TABLES = {"guardian_sessions", "guardian_revocations", "guardian_login_attempts",
+                   "guardian_refresh_tokens"}
 # Flask-Migrate's own generated env.py still calls db.get_engine(): not ours to change.
 pytestmark = [
     pytest.mark.databases,  # the DDL differs by dialect: every database

@@ -618,3 +618,31 @@ def test_purge_deletes_the_refresh_tokens_of_ended_sessions(app: Flask, strategy
         rows = db.session.execute(db.text("SELECT session_id FROM guardian_refresh_tokens")).all()
     assert len(rows) == 2  # the kept session's spent and live tokens
     assert sid not in {r[0] for r in rows}
+
+
+def test_a_store_outage_is_a_503_json_and_no_500(
+    app: Flask, strategy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = app.test_client()
+    pair = get_tokens(client)
+    store: Any = get_state(app).api_tokens.store
+    if strategy == "redis":
+        import redis
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise redis.ConnectionError("Redis went away")
+
+        monkeypatch.setattr(store.redis, "hmget", down)
+    else:
+        from sqlalchemy.exc import OperationalError
+
+        def down(*args: Any, **kwargs: Any) -> Any:
+            raise OperationalError("SELECT", {}, ConnectionError("the database went away"))
+
+        monkeypatch.setattr(store.state.db.session, "execute", down)
+    response = refresh(client, pair["refreshToken"])
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "storage_unavailable"
+    assert response.headers["Retry-After"]
+    monkeypatch.undo()
+    assert refresh(client, pair["refreshToken"]).status_code == 200  # nothing was spent

@@ -120,8 +120,9 @@ class AccessTokens:
         if self._feed is None and state.redis is not None:
             self.channel = RedisChannel(state.redis, settings.redis_prefix + CHANNEL,
                                         self._hear)
-        signals.session_revoked.connect(self._session_revoked, sender=app, weak=False)
-        signals.user_signed_out.connect(self._signed_out, sender=app, weak=False)
+        # Weak (the default): the receivers go with this object, which goes with its app.
+        signals.session_revoked.connect(self._session_revoked, sender=app)
+        signals.user_signed_out.connect(self._signed_out, sender=app)
 
     # -- signing -----------------------------------------------------------------------
 

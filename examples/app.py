@@ -10,8 +10,9 @@ role ``admin``, with the package's auth-status partial; ``/dashboard`` reads ``g
 ``/admin`` is behind ``roles_required("admin")``; ``/admin/danger-zone`` also needs a
 fresh sign-in (``fresh_login_required``: the password again after 10 minutes); ``/reports``
 is protected by configuration (``GUARDIAN_PROTECTED_ROUTES``); ``/auth/sessions`` lists the
-user's devices; ``/api/me`` answers JSON, to a cookie or (jwt strategy) to
-``Authorization: Bearer <jwt>``.
+user's devices; ``/api/me`` answers JSON, to a cookie or to ``Authorization: Bearer <token>``
+(an access token of ``POST /auth/token``, any strategy; ``examples/api_client.py`` is a
+client; or, jwt strategy, the session JWT).
 
 ``create_app()`` is also what ``flask --app examples/app.py guardian ...`` and the browser
 tests use.

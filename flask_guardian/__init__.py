@@ -10,6 +10,7 @@ from __future__ import annotations
 
 # installation first: it refuses to run on files mixed with the unrelated flask-guardian's.
 from . import installation, signals  # noqa: F401
+from .api_tokens import InvalidCredentials, InvalidGrant, InvalidRequest, TokenPair
 from .auth import SignInResult, SignOutResult, sign_in, sign_out
 from .config import Settings
 from .enrolment_required import TwoFactorEnrollmentRequired
@@ -56,7 +57,10 @@ __all__ = [
     "Guardian",
     "GuardianError",
     "InvalidCode",
+    "InvalidCredentials",
+    "InvalidGrant",
     "InvalidPassword",
+    "InvalidRequest",
     "NotFound",
     "ReauthenticationRequired",
     "Session",
@@ -67,6 +71,7 @@ __all__ = [
     "SignInResult",
     "SignOutResult",
     "StorageUnavailable",
+    "TokenPair",
     "TooManyAttempts",
     "TwoFactorEnrollmentRequired",
     "TwoFactorStateError",

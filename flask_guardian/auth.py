@@ -364,6 +364,8 @@ def purge_expired(state: AppState, *, batch_size: int = 1000) -> int:
     ]
     db_session = state.db.session
     total = state.strategy.purge_expired()
+    if state.api_tokens is not None and state.api_tokens.store is not None:
+        total += state.api_tokens.store.purge_expired()  # before the sessions they name
     for table, key, condition in jobs:
         while True:
             ids = [r[0] for r in db_session.execute(select(key).where(condition).limit(batch_size))]

@@ -14,6 +14,12 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import second_factor_config
+from .api_token_settings import (
+    API_TOKEN_DEFAULTS,
+    DEFAULT_API_TOKENS,
+    ApiTokenSettings,
+    read_api_token_settings,
+)
 from .config_values import (
     check_seconds,
     read_bool,
@@ -181,6 +187,8 @@ class Settings:
     fresh_within: int = 600
     two_factor: TwoFactorSettings | None = None
     second_factor: second_factor_config.SecondFactorSettings = second_factor_config.OFF
+    #: The API tokens' lifetimes (api_token_settings.py).
+    api_tokens: ApiTokenSettings = DEFAULT_API_TOKENS
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -191,7 +199,7 @@ def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStr
     tests/test_config.py checks the package for others."""
     from .strategies import STRATEGIES
 
-    known = set(DEFAULTS).union(strategy_class.config_keys,
+    known = set(DEFAULTS).union(API_TOKEN_DEFAULTS, strategy_class.config_keys,
                                 *(s.config_keys for s in STRATEGIES.values()))
     for key in config:
         if isinstance(key, str) and key.startswith("GUARDIAN_") and key not in known:
@@ -252,7 +260,8 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
                                                  DEFAULTS["SESSION_STRATEGY"]))
     _check_known_keys(config, strategy_class)
     # Every key with its default filled in: what the readers of config_values.py take.
-    values: Mapping[str, Any] = ChainMap(dict(config), DEFAULTS, dict(strategy_class.config_keys))
+    values: Mapping[str, Any] = ChainMap(dict(config), DEFAULTS, API_TOKEN_DEFAULTS,
+                                       dict(strategy_class.config_keys))
 
     # GUARDIAN_SECRET_KEY lets an app that does not use Flask's own cookie session leave
     # SECRET_KEY unset, and so not pay for Flask opening that session on every request.
@@ -379,6 +388,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         fresh_within=read_fresh_within(values),
         two_factor=read_two_factor_settings(config, values, secret),
         second_factor=second_factor_config.read_settings(values),
+        api_tokens=read_api_token_settings(values),
     )
     # The strategy checks its own keys last, with every common setting known.
     return replace(settings, strategy_options=strategy_class.read_options(values, settings))

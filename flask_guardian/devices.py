@@ -39,6 +39,9 @@ def describe_user_agent(user_agent: str | None) -> str:
     """``"<browser> on <system>"``, or what part of it is known."""
     if not user_agent:
         return "Unknown device"
+    if user_agent.startswith(API_CLIENT):
+        client = describe_user_agent(user_agent[len(API_CLIENT):])
+        return "API client" if client == "Unknown device" else f"API client ({client})"
     browser = next((name for marker, name in _BROWSERS if marker in user_agent), None)
     system = next((name for marker, name in _SYSTEMS if marker in user_agent), None)
     if browser and system:
@@ -53,3 +56,8 @@ def current_first(sessions: Iterable[S]) -> list[S]:
     """The device list in the order people look for it: this device first, then the
     others as they came (most recent activity first). Each item has a ``current`` flag."""
     return sorted(sessions, key=lambda s: not getattr(s, "current", False))  # stable
+
+
+#: How the device list records a session of ``POST /auth/token`` (an API client):
+#: ``API client; <User-Agent>``.
+API_CLIENT = "API client; "

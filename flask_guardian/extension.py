@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask, g
 
 from . import auth, csrf, migrations, users
+from .api_tokens import ApiTokens
 from .auth import SignInResult
 from .config import load_settings
 from .credentials import PasswordHasher
@@ -108,6 +109,7 @@ class Guardian:
         # The sign-in code step of two-factor users (second_factor.py) and its table.
         state.second_step = after_password
         build_trusted_browser_model(self.db, self.models.user)
+        state.api_tokens = ApiTokens(state, app)
         self._states[app] = state
         app.extensions["guardian"] = self
 
@@ -122,6 +124,7 @@ class Guardian:
         from . import (  # noqa: F401  (their routes join the blueprint)
             reauth_view,
             second_factor_views,
+            token_views,
             two_factor_views,
         )
         from .views import blueprint

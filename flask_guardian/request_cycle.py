@@ -39,6 +39,7 @@ def make_before_request(state: AppState) -> Callable[[], None]:
     settings = state.settings
     cookie_name = settings.cookie_name
     rules = settings.protected_routes
+    bearer = state.api_tokens.access.load_into
 
     def load_session() -> None:
         """The hot path: one token read, one lookup (none for a cached JWT)."""
@@ -50,7 +51,10 @@ def make_before_request(state: AppState) -> Callable[[], None]:
         values[OUTGOING] = None
         if req.endpoint == "static":
             return
-        token = strategy.read_token(req)
+        # An API access token decides alone; a request without an Authorization header
+        # (every cookie request) pays for this one ``in`` test, no call.
+        decided = "HTTP_AUTHORIZATION" in req.environ and bearer(req, values)
+        token = None if decided else strategy.read_token(req)
         if token is not None:
             try:
                 loaded = strategy.load(token, req)
@@ -66,7 +70,7 @@ def make_before_request(state: AppState) -> Callable[[], None]:
                 # Stop the browser sending a dead credential (and say why, when known).
                 outgoing(values).clear_cookie(
                     loaded.reason if isinstance(loaded, Ended) else None)
-        elif read_cookie(req.environ, cookie_name) is not None and (
+        elif not decided and read_cookie(req.environ, cookie_name) is not None and (
             not strategy.sent_by_header(req)  # a refused bearer header is not the cookie
         ):
             outgoing(values).clear_cookie()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, current_app
 
 if TYPE_CHECKING:
+    from .api_tokens import ApiTokens
     from .config import Settings
     from .credentials import PasswordHasher
     from .csrf import CSRFProtect
@@ -44,6 +45,8 @@ class AppState:
     #: Called after a correct password, before a session starts: the sign-in code step
     #: (``second_factor.after_password``), kept here so ``auth`` need not import it.
     second_step: Callable[..., str] | None = None
+    #: The API tokens (``api_tokens.ApiTokens``: access tokens, refresh store).
+    api_tokens: ApiTokens = None  # type: ignore[assignment]
 
 
 def get_state(app: Flask | None = None) -> AppState:

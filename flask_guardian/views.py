@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request, url_for
 
+from .access_tokens import challenge
 from .auth import revoke, revoke_user, sign_in, sign_out
 from .cookies import ENDED_COOKIE_SUFFIX
 from .devices import current_first
@@ -106,6 +107,8 @@ def render_error(error: AuthError) -> Any:
         error, StorageUnavailable | TooManyAttempts) else {}
     if wants_json():
         body = {"ok": False, "error": error.code, "message": error.message}
+        if isinstance(error, Unauthorized):  # RFC 6750 §3: how to authenticate, or why not
+            headers["WWW-Authenticate"] = challenge(request, get_state().settings.jwt_issuer)
         return jsonify(body), error.status_code, headers
     if isinstance(error, Unauthorized):
         settings = get_state().settings

@@ -448,3 +448,20 @@ def flask_db(app: Flask, command: str, folder: Path, **options: Any) -> None:
     with app.app_context(), kept_logging():
         getattr(flask_migrate, command)(directory=str(folder), **options)
 
+
+
+# -- API tokens (SPEC §11) -------------------------------------------------------------
+
+
+def get_tokens(client: Any, who: tuple[str, str] = USER, **headers: str) -> dict[str, Any]:
+    """``POST /auth/token`` for ``who``; the pair (asserts a 200)."""
+    response = client.post("/auth/token", json={"email": who[0], "password": who[1]},
+                           headers=headers)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The headers of a JSON request with ``token`` as its bearer credential."""
+    return {"Authorization": f"Bearer {token}", "Accept": "application/json"}

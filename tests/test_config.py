@@ -16,6 +16,7 @@ from flask_sqlalchemy import SQLAlchemy
 from helpers import BASE_CONFIG
 
 from flask_guardian import ConfigurationError, Guardian
+from flask_guardian.api_token_settings import API_TOKEN_DEFAULTS
 from flask_guardian.config import DEFAULTS
 from flask_guardian.state import get_state
 from flask_guardian.strategies import DatabaseStrategy, JWTStrategy
@@ -23,7 +24,7 @@ from flask_guardian.strategies import DatabaseStrategy, JWTStrategy
 #: The jwt strategy, whose own keys (``JWTStrategy.config_keys``) are read only when it runs.
 JWT = {"SESSION_STRATEGY": "jwt", "GUARDIAN_JWT_SECRET": "s" * 32}
 #: Every key init_app knows: the common ones and those the shipped strategies declare.
-KNOWN = {**DEFAULTS, **JWTStrategy.config_keys}
+KNOWN = {**DEFAULTS, **API_TOKEN_DEFAULTS, **JWTStrategy.config_keys}
 
 
 def init(**config: Any) -> Flask:

@@ -23,7 +23,7 @@ from flask_guardian import Guardian, UserMixin, login_required
 
 GUARDIAN_TABLES = {"guardian_sessions", "guardian_revocations", "guardian_login_attempts",
                    "guardian_trusted_browsers", "guardian_two_factor",
-                   "guardian_recovery_codes"}
+                   "guardian_recovery_codes", "guardian_refresh_tokens"}
 # Flask-Migrate's own generated env.py still calls db.get_engine(): not ours to change.
 pytestmark = [
     pytest.mark.databases,  # the DDL differs by dialect: every database

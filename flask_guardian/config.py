@@ -34,6 +34,7 @@ from .jwt_keys import (
     check_keys_match,
     read_jwt_keys,
 )
+from .session_cache import CACHE_DEFAULTS, read_session_cache
 from .signin_view import read_signin_view
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a Redis connect or command may take: a session lookup is one GET that takes
     # well under a millisecond, so a stalled Redis answers 503 in bounded time.
     "GUARDIAN_REDIS_TIMEOUT": 2,
+    **CACHE_DEFAULTS,  # the session cache's key: session_cache.py gives its default and why
     # Seconds a new database connection may take (set on the engine unless the app sets
     # its own connect_timeout): a database that accepts nothing costs seconds, not minutes.
     "GUARDIAN_DB_CONNECT_TIMEOUT": 3,
@@ -170,6 +172,8 @@ class Settings:
     #: The lifetimes of a session signed in with "remember me".
     remember_max_age: int = 30 * 24 * 3600
     remember_idle_timeout: int = 7 * 24 * 3600
+    #: ``GUARDIAN_SESSION_CACHE``: None (off), or its channel, "postgresql" or "redis".
+    session_cache: str | None = None
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -367,5 +371,6 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
                                             minimum=max(60, update_age + 1)),
     )
     # The strategy checks its own keys last, with every common setting known.
-    return replace(settings, strategy_options=strategy_class.read_options(values, settings))
+    return replace(settings, strategy_options=strategy_class.read_options(values, settings),
+                   session_cache=read_session_cache(values, strategy_class, settings.redis_url))
 

@@ -446,3 +446,34 @@ def test_two_real_processes_a_sign_out_reaches_the_other(
     finally:
         for process in processes:
             stop_process(process)
+
+
+def test_a_killed_redis_listener_comes_back_to_an_empty_cache(tmp_path: Path) -> None:
+    """CLIENT KILL on the second app's pub/sub connection: whether redis-py reconnects at
+    once or the listener resubscribes after its pause, the cache is emptied before it is
+    used again (what was published meanwhile is lost to it), and refilled afterwards."""
+    import redis
+
+    config = {"GUARDIAN_SESSION_CACHE": True, "GUARDIAN_REDIS_URL": require_redis(),
+              "GUARDIAN_REDIS_PREFIX": redis_prefix()}
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first, second = build_app(url, "database", **config), build_app(url, "database", **config)
+    server = redis.Redis.from_url(require_redis())
+    try:
+        _client, token = signed_in(first)
+        up(second, token)
+        cached = cache_of(second)
+        assert cached.redis_channel is not None and cached.redis_channel.pubsub is not None
+        host, port = cached.redis_channel.pubsub.connection._sock.getsockname()[:2]
+        came_up = cached.cache.came_up
+        assert server.client_kill_filter(_type="pubsub", addr=f"{host}:{port}") == 1
+        assert cached.cache.wait(came_up=came_up + 1, timeout=WAIT)
+        assert token not in cached.cache.entries
+        with QueryCounter(second) as counter:
+            assert status(second, token) == 200
+            assert status(second, token) == 200
+        assert counter.count == 1
+    finally:
+        server.close()
+        for app in (first, second):
+            cache_of(app).close()

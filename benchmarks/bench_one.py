@@ -19,6 +19,7 @@ from pathlib import Path
 
 import bench_apps
 import bench_guardian
+import bench_pg
 import bench_redis
 from bench_guardian import NO_FLASK_KEY
 from bench_harness import Target, run_batch
@@ -50,11 +51,44 @@ def _guardian_redis(extra: dict[str, object]) -> Callable[[Path], Target]:
     return _guardian("redis", {**store, **extra})
 
 
+def _guardian_postgres(cache: bool) -> Callable[[Path], Target]:
+    """The database strategy on PostgreSQL (a schema of this process's own), with or
+    without ``GUARDIAN_SESSION_CACHE``; with it, the listener is up before the warm-up."""
+    def build(tmp: Path) -> Target:
+        url = os.environ.get("GUARDIAN_BENCH_POSTGRES", bench_pg.DEFAULT_URL)
+        pg = bench_pg.connect_postgres(url, schema=f"guardian_bench_{os.getpid()}")
+        if isinstance(pg, str):
+            raise RuntimeError(pg)
+        PG_SCHEMAS.append(pg)
+        ga = bench_guardian.build_guardian_app(
+            "pg", strategy="database", uri=pg.url, engine_options=pg.engine_options,
+            extra={"GUARDIAN_SESSION_CACHE": cache},
+        )
+        if cache:
+            from flask_guardian.state import get_state
+
+            cached = get_state(ga.app).strategy.cache  # type: ignore[attr-defined]
+            with ga.app.app_context():
+                cached.listen()
+            if not cached.cache.wait(came_up=1, timeout=120):
+                raise RuntimeError("the session cache's listener never came up")
+        return ga.target("database")
+
+    return build
+
+
+#: PostgreSQL schemas made by this process, dropped at exit.
+PG_SCHEMAS: list[bench_pg.Postgres] = []
+
+
 def _flask_login(tmp: Path) -> Target:
     target = bench_apps.flask_login_target("SQLite", f"sqlite:///{tmp / 'login.sqlite'}", {})
     target.follow_cookie = "session"
     return target
 
+
+PG_PLAIN = "guardian database postgres"
+PG_CACHE = "guardian database postgres cache"
 
 #: Row name in the report -> how to build the target.
 TARGETS: dict[str, Callable[[Path], Target]] = {
@@ -82,8 +116,12 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
         REDIS_URL, PREFIX, f"sqlite:///{tmp / 'login.sqlite'}"
     ),
     "flask-guardian redis": _guardian_redis({}),
+    PG_PLAIN: _guardian_postgres(False),
+    PG_CACHE: _guardian_postgres(True),
     "flask-guardian redis, app without Flask SECRET_KEY": _guardian_redis(NO_FLASK_KEY),
 }
+#: The targets that need a PostgreSQL server.
+PG_TARGETS = frozenset({PG_PLAIN, PG_CACHE})
 #: The targets that need a Redis server.
 REDIS_TARGETS = frozenset(name for name in TARGETS if "redis" in name.lower())
 
@@ -102,6 +140,8 @@ def main(argv: list[str]) -> int:
     finally:
         if name in REDIS_TARGETS:
             bench_redis.delete_keys(REDIS_URL, PREFIX)
+        for pg in PG_SCHEMAS:
+            bench_pg.drop_schema(pg)
     return 0
 
 

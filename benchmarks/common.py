@@ -22,10 +22,11 @@ from bench_harness import QueryCount, Target
 #: Every section, in the order a run prints them.
 SECTION_NAMES = (
     "per-request", "sign-in", "memory", "scale", "purge", "profile", "instructions", "server",
+    "cache",
 )
 #: Sections only run when asked for by name (--only, --profile): slow, diagnostic, or
 #: starting servers of their own.
-OPT_IN = {"profile", "instructions", "server"}
+OPT_IN = {"profile", "instructions", "server", "cache"}
 
 
 @dataclass

@@ -39,6 +39,10 @@ def instructions_section(opts: Options, setup: Setup) -> None:
         env["GUARDIAN_BENCH_REDIS"] = opts.redis_url
     else:
         names = [n for n in names if n not in bench_one.REDIS_TARGETS]
+    if getattr(opts, "postgres_url", None):
+        env["GUARDIAN_BENCH_POSTGRES"] = opts.postgres_url
+    else:
+        names = [n for n in names if n not in bench_one.PG_TARGETS]
 
     def collected(job: tuple[str, int]) -> int:
         name, count = job

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import bench_pg
 import bench_redis
+import cache
 import instructions
 import memory
 import per_request
@@ -54,6 +55,7 @@ SECTIONS: dict[str, Callable[[Options, Setup], object]] = {
     "profile": profiling.profile_section,
     "instructions": instructions.instructions_section,
     "server": server.server_section,
+    "cache": cache.cache_section,
 }
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:

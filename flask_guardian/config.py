@@ -42,6 +42,7 @@ from .jwt_keys import (
     check_keys_match,
     read_jwt_keys,
 )
+from .session_cache import CACHE_DEFAULTS, read_session_cache
 from .signin_view import read_signin_view
 from .two_factor_settings import TWO_FACTOR_DEFAULTS, TwoFactorSettings, read_two_factor_settings
 
@@ -111,6 +112,7 @@ DEFAULTS: dict[str, Any] = {
     # Seconds a Redis connect or command may take: a session lookup is one GET that takes
     # well under a millisecond, so a stalled Redis answers 503 in bounded time.
     "GUARDIAN_REDIS_TIMEOUT": 2,
+    **CACHE_DEFAULTS,  # the session cache's key: session_cache.py gives its default and why
     # Seconds a new database connection may take (set on the engine unless the app sets
     # its own connect_timeout): a database that accepts nothing costs seconds, not minutes.
     "GUARDIAN_DB_CONNECT_TIMEOUT": 3,
@@ -189,6 +191,8 @@ class Settings:
     second_factor: second_factor_config.SecondFactorSettings = second_factor_config.OFF
     #: The API tokens' lifetimes (api_token_settings.py).
     api_tokens: ApiTokenSettings = DEFAULT_API_TOKENS
+    #: ``GUARDIAN_SESSION_CACHE``: None (off), or its channel, "postgresql" or "redis".
+    session_cache: str | None = None
 
 
 def _check_known_keys(config: Mapping[str, Any], strategy_class: type[SessionStrategy]) -> None:
@@ -391,5 +395,6 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         api_tokens=read_api_token_settings(values),
     )
     # The strategy checks its own keys last, with every common setting known.
-    return replace(settings, strategy_options=strategy_class.read_options(values, settings))
+    return replace(settings, strategy_options=strategy_class.read_options(values, settings),
+                   session_cache=read_session_cache(values, strategy_class, settings.redis_url))
 

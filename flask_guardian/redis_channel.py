@@ -34,8 +34,16 @@ class RedisChannel:
     """Publish to, and listen to, the channel ``name`` of ``redis``'s server."""
 
     def __init__(self, redis: RedisConnection, name: str,
-                 on_message: Callable[[bytes], None]) -> None:
+                 on_message: Callable[[bytes], None], *,
+                 on_up: Callable[[], None] | None = None,
+                 on_down: Callable[[], None] | None = None) -> None:
         self._client = redis.client
+        #: Called when the listener has subscribed (before ``live`` is set) and when its
+        #: connection dropped (after ``live`` is cleared): the session cache empties itself.
+        self._on_up = on_up
+        self._on_down = on_down
+        #: The listener's pub/sub object while it is subscribed (tests cut its connection).
+        self.pubsub: Any = None
         self.errors = redis.errors
         self.name = name
         self._on_message = on_message
@@ -92,6 +100,8 @@ class RedisChannel:
             return self._counted.wait_for(lambda: self.subscribed >= count, timeout)
 
     def _subscribed(self) -> None:
+        if self._on_up is not None:
+            self._on_up()
         self.live.set()
         with self._counted:
             self.subscribed += 1
@@ -120,6 +130,7 @@ def _listen(ref: weakref.ref[RedisChannel], stop: threading.Event) -> None:
             if pubsub is None:
                 pubsub = channel._client.pubsub()
                 pubsub.subscribe(channel.name)
+                channel.pubsub = pubsub
             message = pubsub.get_message(timeout=LISTEN_TICK)
             if message is None:
                 continue
@@ -129,6 +140,9 @@ def _listen(ref: weakref.ref[RedisChannel], stop: threading.Event) -> None:
                 channel._deliver(message["data"])
         except channel.errors as exc:
             channel.live.clear()
+            channel.pubsub = None
+            if channel._on_down is not None:
+                channel._on_down()
             unavailable(exc, f"redis channel {channel.name}")  # logged, rate-limited
             with contextlib.suppress(Exception):
                 pubsub.close()
@@ -140,3 +154,38 @@ def _listen(ref: weakref.ref[RedisChannel], stop: threading.Event) -> None:
     if pubsub is not None:
         with contextlib.suppress(Exception):
             pubsub.close()
+
+
+class AfterCommit:
+    """Messages for ``channel`` held on a SQLAlchemy session until its transaction
+    commits, then published (dropped on a rollback): a change that did not happen is
+    never announced, and a Redis failure cannot fail the application's commit (it is
+    logged, rate-limited; the user of the channel keeps another way to catch up).
+
+    ``session`` is what the events listen to (the app's ``db.session``); ``key`` names the
+    list in ``session.info`` (one per user of the channel)."""
+
+    def __init__(self, session: Any, channel: RedisChannel, key: str) -> None:
+        from sqlalchemy import event
+
+        self._channel = channel
+        self._key = key
+        event.listen(session, "after_commit", self._publish)
+        event.listen(session, "after_rollback", self._drop)
+
+    def add(self, db_session: Any, payload: str) -> None:
+        """Publish ``payload`` once ``db_session``'s transaction commits."""
+        db_session.info.setdefault(self._key, []).append(payload)
+
+    def _publish(self, db_session: Any) -> None:
+        pending = db_session.info.pop(self._key, None)
+        channel = self._channel
+        for payload in pending or ():
+            try:
+                channel.publish(payload)
+            except channel.errors as exc:
+                unavailable(exc, f"redis channel {channel.name}")
+                return
+
+    def _drop(self, db_session: Any) -> None:
+        db_session.info.pop(self._key, None)

@@ -183,3 +183,34 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
         label = db if db != "none" else "no database parameter"
         terminalreporter.write_line(f"{label}: {parts}")
+
+
+# -- the session cache: apps sharing one PostgreSQL database, listeners stopped after ----
+
+
+@pytest.fixture
+def make_cached_app() -> Iterator[AppFactory]:
+    """``make_cached_app(**config)``: a database-strategy app with GUARDIAN_SESSION_CACHE
+    on a clean PostgreSQL database; each call is another "process" on the same database
+    (and the same Redis prefix, with GUARDIAN_REDIS_URL). Listeners stop at teardown."""
+    if "postgresql" not in DATABASES:
+        pytest.skip("GUARDIAN_TEST_DATABASES does not include postgresql")
+    url = require_server("postgresql")
+    reset_database(url)
+    apps: list[Flask] = []
+
+    def factory(**config: Any) -> Flask:
+        config.setdefault("GUARDIAN_SESSION_CACHE", True)
+        app = build_app(config.pop("SQLALCHEMY_DATABASE_URI", url), "database", **config)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        cache = get_state(app).strategy.cache  # type: ignore[attr-defined]
+        if cache is not None:
+            cache.close()
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+        if app.config.get("GUARDIAN_REDIS_PREFIX"):
+            delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])

@@ -9,6 +9,8 @@ import http.client
 import json
 import logging
 import re
+import select
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -465,3 +467,30 @@ def get_tokens(client: Any, who: tuple[str, str] = USER, **headers: str) -> dict
 def bearer(token: str) -> dict[str, str]:
     """The headers of a JSON request with ``token`` as its bearer credential."""
     return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+# -- app processes (tests/multiprocess_app.py) ---------------------------------------
+
+
+def read_port(process: subprocess.Popen[str], log: Path) -> int:
+    """The port the server prints once it listens; fail with its log if it does not."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline() if ready else ""
+    if not line.strip().isdigit():
+        process.kill()
+        process.wait(timeout=10)
+        pytest.fail(f"app process did not start; its log:\n{log.read_text()}")
+    return int(line)
+
+
+def stop_process(process: subprocess.Popen[str]) -> None:
+    """Terminate ``process`` (killed if it does not stop within 10 seconds)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+    if process.stdout is not None:
+        process.stdout.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
 import sys
 import time
@@ -20,7 +19,17 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from helpers import ADMIN, BASE_CONFIG, JSON, USER, Browser, build_app, store_config
+from helpers import (
+    ADMIN,
+    BASE_CONFIG,
+    JSON,
+    USER,
+    Browser,
+    build_app,
+    read_port,
+    stop_process,
+    store_config,
+)
 from servers import DATABASES, redis_prefix, require_redis, require_server, reset_database
 
 # The full database matrix: several processes on one server database.
@@ -43,30 +52,6 @@ class Cluster:
     local: Flask
     ports: list[int]
     strategy: str
-
-
-def read_port(process: subprocess.Popen[str], log: Path) -> int:
-    """The port the server prints once it listens; fail with its log if it does not."""
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    line = process.stdout.readline() if ready else ""
-    if not line.strip().isdigit():
-        process.kill()
-        process.wait(timeout=10)
-        pytest.fail(f"app process did not start; its log:\n{log.read_text()}")
-    return int(line)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 @pytest.fixture
@@ -107,7 +92,7 @@ def cluster(strategy: str, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         yield start
     finally:
         for process in processes:
-            stop(process)
+            stop_process(process)
         for app in apps:
             with app.app_context():
                 app.extensions["sqlalchemy"].engine.dispose()

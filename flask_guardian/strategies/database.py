@@ -8,7 +8,7 @@ import re
 import secrets
 import time
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import Request
 from sqlalchemy import bindparam, select, update
@@ -28,6 +28,9 @@ from .base import (
     sha256_hex,
 )
 from .registry import RegistryStrategy, bound_to_user
+
+if TYPE_CHECKING:
+    from .cached_sessions import CachedSessions
 
 # secrets.token_urlsafe(32): 43 characters of the URL-safe alphabet. Anything else is
 # refused before it reaches the database.
@@ -53,6 +56,8 @@ class DatabaseStrategy(RegistryStrategy):
     """Server-side sessions: revocation is immediate in every process."""
 
     name = "database"
+    #: ``GUARDIAN_SESSION_CACHE`` may keep its sessions in memory (``cached_sessions.py``).
+    supports_session_cache = True
 
     def __init__(self, state: Any) -> None:
         super().__init__(state)
@@ -78,6 +83,13 @@ class DatabaseStrategy(RegistryStrategy):
             .values(last_seen_at=bindparam("now"), expires_at=bindparam("expires"))
         )
         self._known: dict[Any, _Known] = {}
+        #: The session cache (``GUARDIAN_SESSION_CACHE``), or None: then nothing of it runs.
+        self.cache: CachedSessions | None = None
+        if self.settings.session_cache:
+            from .cached_sessions import CachedSessions
+
+            self.cache = CachedSessions(self, self.settings.session_cache)
+            self.load = self.cache.make_load()  # type: ignore[method-assign,assignment]
 
     def load(self, token: str, request: Request) -> Loaded | Ended | None:
         if _TOKEN_RE.fullmatch(token) is None:
@@ -106,6 +118,27 @@ class DatabaseStrategy(RegistryStrategy):
         ):
             return None
         return loaded
+
+    def is_token(self, token: str) -> bool:
+        """Whether ``token`` is shaped like one this strategy issues."""
+        return _TOKEN_RE.fullmatch(token) is not None
+
+    def known_row(self, row: Any) -> _Known:
+        """What a registry row means (kept: :meth:`_remember`)."""
+        return self._known.get(row) or self._remember(row)
+
+    def on_revoked(self, session_ids: list[str], user_id: int | None) -> None:
+        if self.cache is not None:
+            self.cache.announce(self.db.session, session_ids)
+
+    def on_user_changed(
+        self, db_session: Any, user_id: int, version: int, *, end: str | None,
+        keep: str | None = None,
+    ) -> list[str]:
+        ended = super().on_user_changed(db_session, user_id, version, end=end, keep=keep)
+        if self.cache is not None:  # a cached session carries the user's name and role
+            self.cache.announce(db_session, [], user_id)
+        return ended
 
     def _remember(self, row: Any) -> _Known:
         """What a registry row means, worked out once: a session's row is the same on

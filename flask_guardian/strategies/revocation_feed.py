@@ -26,11 +26,11 @@ import weakref
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, select
 
 from ..lookup import RowReader, as_utc
 from ..models import utcnow
-from ..redis_channel import RedisChannel
+from ..redis_channel import AfterCommit, RedisChannel
 from ..storage import is_storage_error, unavailable
 from .base import is_session_id
 from .registry import RegistryStrategy
@@ -91,11 +91,10 @@ class RevocationFeedStrategy(RegistryStrategy):
         if state.redis is not None:
             self.revocation_channel = RedisChannel(state.redis, st.redis_prefix + CHANNEL,
                                                    self._hear)
-            # Published when the revoking transaction commits: a rolled-back change is
-            # never announced, and a Redis failure cannot fail the application's commit.
-            self._pending_key = f"guardian_revocations_{id(self)}"
-            event.listen(self.db.session, "after_commit", self._publish_pending)
-            event.listen(self.db.session, "after_rollback", self._drop_pending)
+            # Published when the revoking transaction commits (a failed publish leaves the
+            # other processes the feed's next poll).
+            self._after_commit = AfterCommit(self.db.session, self.revocation_channel,
+                                             f"guardian_revocations_{id(self)}")
             # A forked worker has none of its parent's threads: its first token polls (which
             # starts its own listener) instead of waiting for the parent's next poll.
             os.register_at_fork(after_in_child=functools.partial(_poll_now, weakref.ref(self)))
@@ -144,24 +143,7 @@ class RevocationFeedStrategy(RegistryStrategy):
     def _announce(self, db_session: Any, message: dict[str, Any]) -> None:
         """Publish ``message`` once ``db_session``'s transaction commits."""
         if self.revocation_channel is not None:
-            db_session.info.setdefault(self._pending_key, []).append(json.dumps(message))
-
-    def _publish_pending(self, db_session: Any) -> None:
-        channel = self.revocation_channel
-        pending = db_session.info.pop(self._pending_key, None)
-        if channel is None or not pending:
-            return
-        for payload in pending:
-            try:
-                channel.publish(payload)
-            except channel.errors as exc:
-                # The feed row is committed: the other processes read it at their next
-                # poll. Logged (rate-limited); the application's commit stands.
-                unavailable(exc, "jwt revocation channel")
-                return
-
-    def _drop_pending(self, db_session: Any) -> None:
-        db_session.info.pop(self._pending_key, None)
+            self._after_commit.add(db_session, json.dumps(message))
 
     def _hear(self, data: bytes) -> None:
         """Apply a message from the channel, as a poll applies a feed row. Anything else

@@ -1,0 +1,194 @@
+"""A PostgreSQL ``LISTEN`` connection per process: a daemon thread with a psycopg 3
+connection of its own, started on first use (and again in a forked child), that hands each
+notification of one channel to a callback and says when it is up and when it dropped.
+
+``NOTIFY`` is sent inside the writing transaction (:func:`notify`), so PostgreSQL delivers
+it when that transaction commits and never when it rolls back. A notification sent while a
+listener was not connected is lost for it: the user of this class (the session cache)
+empties what it kept when the listener comes back.
+
+A dropped connection is noticed at once when the server closes it (a restart,
+``pg_terminate_backend``); a silent one (a cable, a firewall, a stalled server) by a
+``SELECT 1`` after :data:`HEARTBEAT` seconds without a message, which must answer within
+:data:`ANSWER_WITHIN` seconds: within 4 seconds in all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from .storage import unavailable
+
+logger = logging.getLogger("flask_guardian")
+
+#: Seconds the listener waits for a notification before it checks whether it is wanted.
+LISTEN_TICK = 0.5
+#: Seconds without a notification after which the listener checks its connection.
+HEARTBEAT = 2.0
+#: Seconds between two attempts to connect again after the connection dropped.
+RECONNECT_AFTER = 0.5
+#: Seconds the server has to answer the listener's LISTEN and its heartbeat.
+ANSWER_WITHIN = 2.0
+#: Milliseconds unacknowledged data may wait on the listener's socket (TCP_USER_TIMEOUT).
+TCP_USER_TIMEOUT_MS = 3000
+
+
+def notify(db_session: Any, channel: str, payload: str) -> None:
+    """Send ``payload`` on ``channel`` when ``db_session``'s transaction commits."""
+    db_session.execute(sa.select(sa.func.pg_notify(channel, payload)))
+
+
+class PgListener:
+    """Listen to ``channel`` on the database of ``url`` (a SQLAlchemy URL)."""
+
+    def __init__(self, channel: str, on_message: Callable[[str], None],
+                 on_up: Callable[[], None], on_down: Callable[[], None],
+                 connect_timeout: float | None) -> None:
+        self.channel = channel
+        self._on_message = on_message
+        self._on_up = on_up
+        self._on_down = on_down
+        self._connect_timeout = max(1, round(connect_timeout or 3))
+        self._pid = 0
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._dsn = ""
+        #: The server process id of the listening connection (0 while not connected).
+        self.backend_pid = 0
+
+    def listen(self, url: Any) -> None:
+        """Make sure this process listens (cheap after the first call; a forked child
+        starts its own thread)."""
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._start_lock:
+            if self._pid == pid:
+                return
+            self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._pid = pid
+            self._stop = threading.Event()
+            threading.Thread(
+                target=_listen, args=(weakref.ref(self), self._stop),
+                name=f"flask-guardian LISTEN {self.channel}", daemon=True,
+            ).start()
+
+    def close(self) -> None:
+        """Stop this process's listener (within :data:`LISTEN_TICK` seconds)."""
+        self._stop.set()
+        self._pid = 0
+
+    def _connect(self) -> Any:
+        """A new connection that listens; every step bounded (a stalled server fails it)."""
+        import psycopg
+
+        conn = psycopg.connect(
+            self._dsn, autocommit=True, connect_timeout=self._connect_timeout,
+            keepalives=1, keepalives_idle=5, keepalives_interval=1, keepalives_count=3,
+            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+        )
+        try:
+            _run(conn.pgconn, f'LISTEN "{self.channel}"', ANSWER_WITHIN)
+        except BaseException:
+            conn.close()
+            raise
+        self.backend_pid = conn.info.backend_pid
+        return conn
+
+
+class ListenerLost(ConnectionError):
+    """The listening connection is gone, or did not answer in time."""
+
+
+def _run(pg: Any, sql: str, timeout: float) -> None:
+    """Run ``sql`` on libpq connection ``pg`` and wait at most ``timeout`` seconds for its
+    end (psycopg's own ``execute`` waits as long as a stalled network lets it)."""
+    from psycopg import pq
+
+    pg.send_query(sql.encode())
+    if pg.flush():
+        raise ListenerLost("could not send to the server")
+    deadline = time.monotonic() + timeout
+    while True:
+        pg.consume_input()
+        if not pg.is_busy():
+            break
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ListenerLost(f"no answer to {sql!r} within {timeout} s")
+        select.select([pg.socket], [], [], remaining)
+    while (result := pg.get_result()) is not None:
+        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            raise ListenerLost(f"{sql!r} failed: {result.error_message!r}")
+
+
+def _receive(pg: Any, on_message: Callable[[str], None], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for notifications and hand each over; whether any
+    came. A connection the server closed raises."""
+    from psycopg import pq
+
+    readable, _, _ = select.select([pg.socket], [], [], timeout)
+    if not readable:
+        return False
+    pg.consume_input()  # raises once the connection is gone
+    if pg.status != pq.ConnStatus.OK:
+        raise ListenerLost("the listening connection is closed")
+    came = False
+    while (note := pg.notifies()) is not None:
+        on_message(note.extra.decode())
+        came = True
+    return came
+
+
+def _listen(ref: weakref.ref[PgListener], stop: threading.Event) -> None:
+    """The listener thread; it holds its listener weakly, so an app that goes away takes
+    its thread with it."""
+    import psycopg
+
+    conn: Any = None
+    checked = time.monotonic()
+    while not stop.is_set():
+        listener = ref()
+        if listener is None:
+            break
+        try:
+            if conn is None:
+                conn = listener._connect()
+                listener._on_up()  # after LISTEN: nothing from here on is missed
+                checked = time.monotonic()
+            if _receive(conn.pgconn, listener._on_message, LISTEN_TICK):
+                checked = time.monotonic()
+            elif time.monotonic() - checked >= HEARTBEAT:
+                _run(conn.pgconn, "SELECT 1", ANSWER_WITHIN)
+                checked = time.monotonic()
+        except Exception as exc:
+            # A bug must not leave a cache trusted without its listener either.
+            listener.backend_pid = 0
+            listener._on_down()
+            if isinstance(exc, (psycopg.Error, OSError)):
+                unavailable(exc, f"LISTEN {listener.channel}")  # logged, rate-limited
+            else:
+                logger.exception("flask-guardian: LISTEN %s failed", listener.channel)
+            with contextlib.suppress(Exception):
+                conn.close()
+            conn = None
+            del listener
+            stop.wait(RECONNECT_AFTER)
+        finally:
+            listener = None
+    listener = ref()
+    if listener is not None:
+        listener._on_down()
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()

@@ -20,6 +20,7 @@ from .errors import (
     TooManyAttempts,
     Unauthorized,
 )
+from .openapi import openapi_json
 from .per_request import OUTGOING, Outgoing
 from .protection import login_required
 from .redirects import current_path, safe_redirect
@@ -28,6 +29,8 @@ from .state import get_state
 from .storage import translate
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
+# The OpenAPI document of the JSON routes below (openapi.py).
+blueprint.add_url_rule("/openapi.json", "openapi_json", openapi_json, methods=["GET"])
 
 
 #: The device-list views read and write the registry: bounded, and an outage is a 503.

@@ -27,6 +27,7 @@ from .errors import (
 from .extension import Guardian
 from .external import sign_in_user
 from .models import UserMixin
+from .openapi import openapi_document
 from .per_request import get_session
 from .protection import login_required, roles_required
 from .session import Session, SessionUser
@@ -59,6 +60,7 @@ __all__ = [
     "current_user",
     "get_session",
     "login_required",
+    "openapi_document",
     "roles_required",
     "sign_in",
     "sign_in_user",

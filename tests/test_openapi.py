@@ -300,15 +300,21 @@ def _template(rule: str) -> str:
 
 
 def answers_json(app: Flask, method: str, rule: str, prefix: str) -> bool:
-    """Whether ``method`` on ``rule`` answers JSON to a signed-in JSON client (an error in
-    JSON counts: a route that can answer JSON must say how)."""
-    client, token = signed_in(app, prefix=prefix)
+    """Whether ``method`` on ``rule`` answers JSON to a JSON client, signed in or anonymous
+    (an error in JSON counts: a route that can answer JSON must say how)."""
     path = rule.replace("<session_id>", "AAAAAAAAAAAAAAAAAAAAAA")
     assert "<" not in path, f"{rule}: give its variable a sample value here"
-    response = client.open(path, method=method.upper(), json={} if method != "get" else None,
-                           headers={**JSON, "X-CSRF-Token": token})
-    assert response.status_code < 500, (rule, method, response.status_code)
-    return bool(response.mimetype == "application/json")
+    anonymous = app.test_client()
+    clients = [signed_in(app, prefix=prefix),
+               (anonymous, anonymous.get(f"{prefix}/csrf").get_json()["csrfToken"])]
+    for client, token in clients:
+        response = client.open(path, method=method.upper(),
+                               json={} if method != "get" else None,
+                               headers={**JSON, "X-CSRF-Token": token})
+        assert response.status_code < 500, (rule, method, response.status_code)
+        if response.mimetype == "application/json":
+            return True
+    return False
 
 
 @pytest.mark.parametrize("prefix", ["/auth", "/account"])

@@ -33,6 +33,7 @@ from .extension import Guardian
 from .external import sign_in_user
 from .fresh import ReauthenticationRequired, fresh_login_required
 from .models import UserMixin
+from .openapi import openapi_document
 from .per_request import get_session
 from .protection import login_required, roles_required
 from .session import Session, SessionUser
@@ -82,6 +83,7 @@ __all__ = [
     "fresh_login_required",
     "get_session",
     "login_required",
+    "openapi_document",
     "recovery_codes_left",
     "roles_required",
     "sign_in",

@@ -22,6 +22,7 @@ from .errors import (
     Unauthorized,
 )
 from .fresh import ReauthenticationRequired, reauthenticate_url
+from .openapi import openapi_json
 from .per_request import OUTGOING, Outgoing
 from .protection import login_required
 from .redirects import current_path, safe_redirect
@@ -31,6 +32,8 @@ from .storage import translate
 from .trusted_browsers import list_trusted
 
 blueprint = Blueprint("guardian", __name__, template_folder="templates")
+# The OpenAPI document of the JSON routes below (openapi.py).
+blueprint.add_url_rule("/openapi.json", "openapi_json", openapi_json, methods=["GET"])
 
 
 #: The device-list views read and write the registry: bounded, and an outage is a 503.

@@ -92,7 +92,7 @@ def test_sdist_script_stays_executable(artefacts: Artefacts) -> None:
     assert test_script.mode & 0o111
 
 
-def test_wheel_holds_the_package_with_templates_and_py_typed(artefacts: Artefacts) -> None:
+def test_wheel_holds_the_package_with_templates_py_typed_and_openapi(artefacts: Artefacts) -> None:
     with zipfile.ZipFile(artefacts.wheel) as wheel:
         names = set(wheel.namelist())
     templates = {
@@ -103,7 +103,9 @@ def test_wheel_holds_the_package_with_templates_and_py_typed(artefacts: Artefact
         path.relative_to(ROOT).as_posix() for path in (ROOT / "flask_guardian").rglob("*.py")
     }
     assert templates and modules
-    assert {"flask_guardian/py.typed", *templates, *modules} <= names
+    # The OpenAPI document served at <prefix>/openapi.json is read from the package.
+    assert {"flask_guardian/py.typed", "flask_guardian/openapi.json", *templates,
+            *modules} <= names
     assert f"{STEM}.dist-info/licenses/LICENSE" in names
     assert {n.split("/")[0] for n in names} == {"flask_guardian", f"{STEM}.dist-info"}
 

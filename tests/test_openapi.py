@@ -16,11 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
+import time_machine
 from flask import Flask
 from helpers import (
     ADMIN,
@@ -302,7 +304,8 @@ def _template(rule: str) -> str:
 def answers_json(app: Flask, method: str, rule: str, prefix: str) -> bool:
     """Whether ``method`` on ``rule`` answers JSON to a JSON client, signed in or anonymous
     (an error in JSON counts: a route that can answer JSON must say how)."""
-    path = rule.replace("<session_id>", "AAAAAAAAAAAAAAAAAAAAAA")
+    path = rule.replace("<session_id>", "AAAAAAAAAAAAAAAAAAAAAA").replace(
+        "<browser_id>", "AAAAAAAAAAAAAAAAAAAAAA")
     assert "<" not in path, f"{rule}: give its variable a sample value here"
     anonymous = app.test_client()
     clients = [signed_in(app, prefix=prefix),
@@ -551,12 +554,320 @@ def test_signing_out_everywhere_else_answers_as_documented(
     contract.assert_all_seen("post", path)
 
 
+def test_reauthentication_answers_as_documented(
+    app: Flask, contract: Contract, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = "/auth/reauthenticate"
+    anonymous = app.test_client()
+    assert contract.check(anonymous.get(path, headers=JSON), "get", path)[
+        "error"] == "unauthorized"
+    assert contract.check(anonymous.get(path), "get", path) is None  # 303 to sign in
+    client, token = signed_in(app, ADMIN)
+    assert contract.check(client.get(path), "get", path) is None  # the form
+    contract.assert_all_seen("get", path)
+
+    assert contract.check(anonymous.post(path, json={"password": ADMIN[1]}), "post", path)[
+        "error"] == "unauthorized"
+    assert contract.check(client.post(path, json={"password": ADMIN[1]}), "post", path)[
+        "error"] == "csrf_failed"
+    assert contract.check(client.post(path, json={"password": 1, "csrfToken": token}),
+                          "post", path)["error"] == "bad_request"
+    body = {"password": ADMIN[1], "csrfToken": token, "redirectUrl": "/admin"}
+    contract.check_request("post", path, body, "application/json")
+    with failing(monkeypatch, get_state(app).throttle, "hit"):
+        assert contract.check(client.post(path, json=body), "post", path)[
+            "error"] == "storage_unavailable"
+    answer = contract.check(client.post(path, json=body), "post", path)
+    assert answer["ok"] is True and answer["redirectUrl"] == "/admin"
+    token = answer["csrfToken"]  # bound to the rotated session
+    response = client.post(path, data={"password": ADMIN[1], "csrf_token": token})
+    contract.check(response, "post", path)
+    assert response.status_code == 303
+
+    token = csrf_token(client)
+    statuses = []
+    for _ in range(3):
+        response = client.post(path, json={"password": "wrong", "csrfToken": token})
+        contract.check(response, "post", path)
+        statuses.append(response.status_code)
+    assert statuses == [401, 401, 429]
+    contract.assert_all_seen("post", path)
+
+
+def test_api_token_routes_answer_as_documented(
+    app: Flask, contract: Contract, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = app.test_client()
+    issue, refresh, revoke = "/auth/token", "/auth/token/refresh", "/auth/token/revoke"
+
+    body = {"email": USER[0], "password": USER[1]}
+    contract.check_request("post", issue, body, "application/json")
+    pair = contract.check(client.post(issue, json=body), "post", issue)
+    login = {"login": ADMIN[0], "password": ADMIN[1]}
+    contract.check_request("post", issue, login, "application/json")
+    contract.check(client.post(issue, json=login), "post", issue)
+    for bad in ({"email": USER[0]}, {"email": "", "password": "x"}, [body]):
+        assert contract.check(client.post(issue, json=bad), "post", issue)[
+            "error"] == "invalid_request"
+    assert contract.check(client.post(issue, data=body), "post", issue)[
+        "error"] == "invalid_request"  # a form body
+    statuses = []
+    for _ in range(3):
+        response = client.post(issue, json={"email": "nobody@example.com", "password": "x"})
+        contract.check(response, "post", issue)
+        statuses.append(response.status_code)
+    assert statuses == [401, 401, 429]
+    with failing(monkeypatch, get_state(app).throttle, "hit"):
+        assert contract.check(client.post(issue, json=body), "post", issue)[
+            "error"] == "storage_unavailable"
+    contract.assert_all_seen("post", issue)
+
+    # The access token on the JSON routes (no cookie, no CSRF token).
+    bearer = {**JSON, "Authorization": f"Bearer {pair['accessToken']}"}
+    assert contract.check(client.get("/auth/session", headers=bearer), "get",
+                          "/auth/session")["user"]["email"] == USER[0]
+    assert contract.check(client.get("/auth/sessions", headers=bearer), "get",
+                          "/auth/sessions")["sessions"]
+
+    tokens = get_state(app).api_tokens
+    spend = {"refreshToken": pair["refreshToken"]}
+    contract.check_request("post", refresh, spend, "application/json")
+    with failing(monkeypatch, tokens, "refresh"):
+        assert contract.check(client.post(refresh, json=spend), "post", refresh)[
+            "error"] == "storage_unavailable"
+    pair = contract.check(client.post(refresh, json=spend), "post", refresh)
+    for bad in ({}, {"refreshToken": ""}, {"refreshToken": "x" * 300}, {"refreshToken": 7}):
+        assert contract.check(client.post(refresh, json=bad), "post", refresh)[
+            "error"] == "invalid_request"
+    assert contract.check(client.post(refresh, json={"refreshToken": "A" * 43}), "post",
+                          refresh)["error"] == "invalid_grant"
+    contract.assert_all_seen("post", refresh)
+
+    spend = {"refreshToken": pair["refreshToken"]}
+    contract.check_request("post", revoke, spend, "application/json")
+    contract.check_request("post", revoke, {"token": "A" * 43}, "application/json")
+    with failing(monkeypatch, tokens, "revoke"):
+        assert contract.check(client.post(revoke, json=spend), "post", revoke)[
+            "error"] == "storage_unavailable"
+    assert contract.check(client.post(revoke, json={}), "post", revoke)[
+        "error"] == "invalid_request"
+    assert contract.check(client.post(revoke, json=spend), "post", revoke) == {"ok": True}
+    assert contract.check(client.post(revoke, json={"token": "A" * 43}), "post", revoke) == {
+        "ok": True}  # unknown: no error (RFC 7009)
+    contract.assert_all_seen("post", revoke)
+
+    # A two-factor user: the password alone, then a wrong code (both 401), then the code.
+    owner, _ = signed_in(app, ADMIN)
+    secret = owner.post("/auth/2fa/setup", json={"csrfToken": csrf_token(owner)}).get_json()[
+        "secret"]
+    assert owner.post("/auth/2fa/enable", json={"code": pyotp.TOTP(secret).now(),
+                                                "csrfToken": csrf_token(owner)}).status_code == 200
+    alone = {"email": ADMIN[0], "password": ADMIN[1]}
+    assert contract.check(client.post(issue, json=alone), "post", issue)[
+        "error"] == "two_factor_required"
+    wrong = {**alone, "code": "12345x"}
+    contract.check_request("post", issue, wrong, "application/json")
+    assert contract.check(client.post(issue, json=wrong), "post", issue)[
+        "error"] == "invalid_code"
+
+
+def test_two_factor_enrolment_answers_as_documented(
+    app: Flask, contract: Contract, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    page, setup, enable = "/auth/2fa", "/auth/2fa/setup", "/auth/2fa/enable"
+    disable, codes = "/auth/2fa/disable", "/auth/2fa/recovery-codes"
+    posts = (setup, enable, disable, codes)
+    anonymous = app.test_client()
+    assert contract.check(anonymous.get(page, headers=JSON), "get", page)[
+        "error"] == "unauthorized"
+    contract.check(anonymous.get(page), "get", page)  # 303 to sign in
+    for path in posts:
+        assert contract.check(anonymous.post(path, json={}), "post", path)[
+            "error"] == "unauthorized"
+
+    client, _ = signed_in(app, ADMIN)
+
+    def post(path: str, **fields: Any) -> Any:
+        return contract.check(client.post(path, json={**fields, "csrfToken": csrf_token(
+            client)}), "post", path)
+
+    assert contract.check(client.get(page, headers=JSON), "get", page) == {
+        "enabled": False, "pending": False, "recoveryCodesLeft": 0}
+    assert contract.check(client.get(page), "get", page) is None  # the HTML page
+    for path in posts:
+        assert contract.check(client.post(path, json={}), "post", path)[
+            "error"] == "csrf_failed"
+        assert contract.check(client.post(path, json=[1], headers={
+            "X-CSRF-Token": csrf_token(client)}), "post", path)["error"] == "bad_request"
+    assert post(enable, code="123456")["error"] == "two_factor_state"  # no setup yet
+    assert post(disable, password=ADMIN[1])["error"] == "two_factor_state"  # not on
+    assert post(codes, password=ADMIN[1])["error"] == "two_factor_state"
+    response = client.post(setup, data={"csrf_token": csrf_token(client)})  # a form
+    contract.check(response, "post", setup)
+    assert response.status_code == 303
+    secret = post(setup)["secret"]
+    assert post(enable, code="000000" if pyotp.TOTP(secret).now() != "000000" else "111111")[
+        "error"] == "invalid_code"
+    contract.check_request("post", enable, {"code": pyotp.TOTP(secret).now()},
+                           "application/json")
+    assert len(post(enable, code=pyotp.TOTP(secret).now())["recoveryCodes"]) == 10
+    assert post(setup)["error"] == "two_factor_state"  # already on
+    assert contract.check(client.get(page, headers=JSON), "get", page)["enabled"] is True
+    contract.check_request("post", codes, {"password": ADMIN[1]}, "application/json")
+    assert len(post(codes, password=ADMIN[1])["recoveryCodes"]) == 10
+    response = client.post(codes, data={"password": ADMIN[1],
+                                        "csrf_token": csrf_token(client)})
+    assert contract.check(response, "post", codes) is None and response.status_code == 200
+    assert post(disable, password="wrong")["error"] == "invalid_credentials"
+    with failing(monkeypatch, get_state(app).strategy, "load"):
+        for path in (page, *posts):
+            method = "get" if path == page else "post"
+            response = client.open(path, method=method.upper(), headers=JSON)
+            assert contract.check(response, method, path)["error"] == "storage_unavailable"
+    assert post(disable, password=ADMIN[1]) == {"ok": True}
+    secret = post(setup)["secret"]
+    post(enable, code=pyotp.TOTP(secret).now())
+    response = client.post(disable, data={"password": ADMIN[1],
+                                          "csrf_token": csrf_token(client)})
+    contract.check(response, "post", disable)
+    assert response.status_code == 303
+    secret = post(setup)["secret"]
+    post(enable, code=pyotp.TOTP(secret).now())
+    # The sign-in lockout (GUARDIAN_MAX_LOGIN_ATTEMPTS = 2) reached by wrong passwords.
+    assert [post(codes, password="wrong")["error"] for _ in range(3)] == [
+        "invalid_credentials", "invalid_credentials", "too_many_attempts"]
+    assert post(disable, password=ADMIN[1])["error"] == "too_many_attempts"
+
+    contract.assert_all_seen("get", page)
+    for path in posts:
+        contract.assert_all_seen("post", path)
+
+
+def test_the_code_step_of_sign_in_answers_as_documented(
+    app: Flask, contract: Contract, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verify, signin = "/auth/2fa/verify", "/auth/signin"
+    trusted = "/auth/sessions/trusted/{browser_id}/revoke"
+    # USER turns 2FA on two minutes ago, so the TOTP code of now is a new one.
+    with time_machine.travel(datetime.now(UTC) - timedelta(minutes=2), tick=False):
+        owner, _ = signed_in(app, USER)
+        secret = owner.post("/auth/2fa/setup", json={"csrfToken": csrf_token(owner)}
+                            ).get_json()["secret"]
+        recovery = owner.post("/auth/2fa/enable", json={
+            "code": pyotp.TOTP(secret).now(), "csrfToken": csrf_token(owner)}).get_json()[
+            "recoveryCodes"]
+
+    def password_step(client: Any, *, form: bool = False) -> Any:
+        fields = {"email": USER[0], "password": USER[1]}
+        if form:
+            response = client.post(signin, data={**fields, "csrf_token": csrf_token(client)})
+        else:
+            response = client.post(signin, json={**fields, "csrfToken": csrf_token(client)})
+        contract.check(response, "post", signin)
+        assert response.status_code == 200
+        return response
+
+    nobody = app.test_client()
+    assert contract.check(nobody.get(verify, headers=JSON), "get", verify) == {
+        "pending": False}
+    contract.check(nobody.get(verify), "get", verify)  # 303 to sign in
+    assert contract.check(nobody.post(verify, json={"code": "123456", "csrfToken": csrf_token(
+        nobody)}), "post", verify)["error"] == "no_pending_sign_in"
+    response = nobody.post(verify, data={"code": "123456", "csrf_token": csrf_token(nobody)})
+    contract.check(response, "post", verify)  # the sign-in form again
+    assert response.status_code == 401 and response.mimetype == "text/html"
+
+    first = app.test_client()
+    assert password_step(first).get_json() == {"ok": False, "error": "two_factor_required"}
+    assert contract.check(first.get(verify, headers=JSON), "get", verify) == {"pending": True}
+    assert contract.check(first.get(verify), "get", verify) is None  # the code form
+    assert contract.check(first.post(verify, json={"code": "1"}), "post", verify)[
+        "error"] == "csrf_failed"
+    for bad in ([1], {"code": "123456", "trust": "yes", "csrfToken": csrf_token(first)}):
+        assert contract.check(first.post(verify, json=bad, headers={
+            "X-CSRF-Token": csrf_token(first)}), "post", verify)["error"] == "bad_request"
+    fields = {"code": pyotp.TOTP(secret).now(), "trust": "on", "csrf_token": csrf_token(first)}
+    contract.check_request("post", verify, fields, "application/x-www-form-urlencoded")
+    response = first.post(verify, data=fields)
+    contract.check(response, "post", verify)
+    assert response.status_code == 303
+
+    second = app.test_client()
+    password_step(second)
+    body = {"code": recovery[0], "trust": True, "csrfToken": csrf_token(second)}
+    contract.check_request("post", verify, body, "application/json")
+    answer = contract.check(second.post(verify, json=body), "post", verify)
+    assert answer["recoveryCodesLeft"] == 9
+
+    third = app.test_client()
+    assert password_step(third, form=True).mimetype == "text/html"  # the code form
+    response = third.post(verify, data={"code": recovery[1], "csrf_token": csrf_token(third)})
+    assert contract.check(response, "post", verify) is None and response.status_code == 200
+
+    # The device list shows the two trusted browsers; each can be revoked.
+    listed = contract.check(second.get("/auth/sessions", headers=JSON), "get",
+                            "/auth/sessions")["trustedBrowsers"]
+    assert len(listed) == 2
+    ids = [b["id"] for b in listed]
+
+    def revoke(client: Any, browser_id: str, **kwargs: Any) -> Any:
+        return contract.check(client.post(f"/auth/sessions/trusted/{browser_id}/revoke",
+                                          **kwargs), "post", trusted)
+
+    assert revoke(nobody, ids[0], json={})["error"] == "unauthorized"
+    assert revoke(second, ids[0], json={})["error"] == "csrf_failed"
+    assert revoke(second, ids[0], json=[1])["error"] == "bad_request"
+    with failing(monkeypatch, get_state(app).strategy, "load"):
+        assert revoke(second, ids[0], json={"csrfToken": "x"})["error"] == (
+            "storage_unavailable")
+        assert contract.check(second.get(verify, headers=JSON), "get", verify)[
+            "error"] == "storage_unavailable"
+    assert revoke(second, ids[0], json={"csrfToken": csrf_token(second)}) == {"ok": True}
+    assert revoke(second, ids[0], json={"csrfToken": csrf_token(second)})[
+        "error"] == "not_found"
+    response = second.post(f"/auth/sessions/trusted/{ids[1]}/revoke",
+                           data={"csrf_token": csrf_token(second)})
+    contract.check(response, "post", trusted)
+    assert response.status_code == 303
+    contract.assert_all_seen("post", trusted)
+
+    # Wrong codes count toward the sign-in lockout (GUARDIAN_MAX_LOGIN_ATTEMPTS = 2).
+    fourth = app.test_client()
+    password_step(fourth)
+    assert contract.check(fourth.post(verify, json={"code": "000000", "csrfToken": csrf_token(
+        fourth)}), "post", verify)["error"] == "invalid_code"
+    response = fourth.post(verify, data={"code": "000000", "csrf_token": csrf_token(fourth)})
+    contract.check(response, "post", verify)
+    assert response.status_code == 401 and response.mimetype == "text/html"
+    statuses = []
+    for _ in range(2):
+        response = fourth.post(verify, json={"code": "000000",
+                                             "csrfToken": csrf_token(fourth)})
+        contract.check(response, "post", verify)
+        statuses.append(response.status_code)
+    assert statuses[-1] == 429
+    response = fourth.post(verify, data={"code": "000000", "csrf_token": csrf_token(fourth)})
+    contract.check(response, "post", verify)
+    assert response.status_code == 429
+    with failing(monkeypatch, get_state(app).throttle, "hit"):
+        assert contract.check(fourth.post(verify, json={"code": "000000", "csrfToken": (
+            csrf_token(fourth))}), "post", verify)["error"] == "storage_unavailable"
+    contract.assert_all_seen("get", verify)
+    contract.assert_all_seen("post", verify)
+
+
 def test_every_documented_operation_is_exercised_above(contract: Contract) -> None:
     exercised = {
         ("post", "/auth/signin"), ("post", "/auth/signout"), ("get", "/auth/session"),
         ("get", "/auth/csrf"), ("get", "/auth/sessions"),
         ("post", "/auth/sessions/{session_id}/revoke"),
         ("post", "/auth/sessions/revoke-others"), ("get", "/auth/openapi.json"),
+        ("get", "/auth/reauthenticate"), ("post", "/auth/reauthenticate"),
+        ("post", "/auth/token"), ("post", "/auth/token/refresh"), ("post", "/auth/token/revoke"),
+        ("get", "/auth/2fa"), ("post", "/auth/2fa/setup"), ("post", "/auth/2fa/enable"),
+        ("post", "/auth/2fa/disable"), ("post", "/auth/2fa/recovery-codes"),
+        ("get", "/auth/2fa/verify"), ("post", "/auth/2fa/verify"),
+        ("post", "/auth/sessions/trusted/{browser_id}/revoke"),
     }
     documented = {(m, p) for p, item in contract.document["paths"].items()
                   for m in item if m in HTTP_METHODS}

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
+import selectors
 import threading
 import time
 import weakref
@@ -110,6 +110,15 @@ class ListenerLost(ConnectionError):
     """The listening connection is gone, or did not answer in time."""
 
 
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` has something to read within ``timeout`` seconds. A selector (epoll,
+    kqueue or poll), never ``select()``: a busy process's descriptors pass 1024, which
+    ``select()`` refuses."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
 def _run(pg: Any, sql: str, timeout: float) -> None:
     """Run ``sql`` on libpq connection ``pg`` and wait at most ``timeout`` seconds for its
     end (psycopg's own ``execute`` waits as long as a stalled network lets it)."""
@@ -126,7 +135,7 @@ def _run(pg: Any, sql: str, timeout: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ListenerLost(f"no answer to {sql!r} within {timeout} s")
-        select.select([pg.socket], [], [], remaining)
+        _readable(pg.socket, remaining)
     while (result := pg.get_result()) is not None:
         if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
             raise ListenerLost(f"{sql!r} failed: {result.error_message!r}")
@@ -137,8 +146,7 @@ def _receive(pg: Any, on_message: Callable[[str], None], timeout: float) -> bool
     came. A connection the server closed raises."""
     from psycopg import pq
 
-    readable, _, _ = select.select([pg.socket], [], [], timeout)
-    if not readable:
+    if not _readable(pg.socket, timeout):
         return False
     pg.consume_input()  # raises once the connection is gone
     if pg.status != pq.ConnStatus.OK:

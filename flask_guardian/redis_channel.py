@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .session_events import listen_weakly
 from .storage import unavailable
 
 if TYPE_CHECKING:
@@ -166,12 +167,10 @@ class AfterCommit:
     list in ``session.info`` (one per user of the channel)."""
 
     def __init__(self, session: Any, channel: RedisChannel, key: str) -> None:
-        from sqlalchemy import event
-
         self._channel = channel
         self._key = key
-        event.listen(session, "after_commit", self._publish)
-        event.listen(session, "after_rollback", self._drop)
+        listen_weakly(session, "after_commit", self._publish)
+        listen_weakly(session, "after_rollback", self._drop)
 
     def add(self, db_session: Any, payload: str) -> None:
         """Publish ``payload`` once ``db_session``'s transaction commits."""

@@ -18,7 +18,7 @@ The benchmark ``benchmarks/load_and_fault.py`` drives the same class from anothe
 from __future__ import annotations
 
 import contextlib
-import select
+import selectors
 import socket
 import threading
 from typing import Self
@@ -138,7 +138,11 @@ class FaultProxy:
     def _pump(self, pair: tuple[socket.socket, socket.socket]) -> None:
         client, upstream = pair
         peer = {client: upstream, upstream: client}
+        peer_of_fd = {client.fileno(): client, upstream.fileno(): upstream}
+        selector = selectors.DefaultSelector()  # select() refuses descriptors past 1024
         try:
+            selector.register(client, selectors.EVENT_READ)
+            selector.register(upstream, selectors.EVENT_READ)
             while not self._closing.is_set():
                 with self._lock:
                     if pair not in self._pairs:
@@ -146,8 +150,8 @@ class FaultProxy:
                 if self._stalled.is_set():
                     self._closing.wait(0.05)
                     continue
-                readable, _, _ = select.select([client, upstream], [], [], 0.1)
-                for sock in readable:
+                for key, _ in selector.select(0.1):
+                    sock = peer_of_fd[key.fd]
                     if self._stalled.is_set():
                         break  # a stall began: hold this data too
                     data = sock.recv(65536)
@@ -157,6 +161,7 @@ class FaultProxy:
         except (OSError, ValueError):
             return  # a socket closed under us (cut)
         finally:
+            selector.close()
             with self._lock:
                 self._pairs.discard(pair)
             _close(client)

@@ -9,7 +9,7 @@ import http.client
 import json
 import logging
 import re
-import select
+import selectors
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -474,7 +474,9 @@ def bearer(token: str) -> dict[str, str]:
 def read_port(process: subprocess.Popen[str], log: Path) -> int:
     """The port the server prints once it listens; fail with its log if it does not."""
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
+    with selectors.DefaultSelector() as selector:  # select() refuses descriptors past 1024
+        selector.register(process.stdout, selectors.EVENT_READ)
+        ready = selector.select(30)
     line = process.stdout.readline() if ready else ""
     if not line.strip().isdigit():
         process.kill()

@@ -7,8 +7,10 @@ runs on this strategy through the ``strategy`` fixture.)"""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,11 +19,22 @@ import pytest
 import time_machine
 from faultproxy import FaultProxy
 from flask import Flask
-from helpers import ADMIN, USER, AppFactory, csrf_token, guardian_of, session_cookie, sign_in_ok
+from flask_sqlalchemy import SQLAlchemy
+from helpers import (
+    ADMIN,
+    BASE_CONFIG,
+    USER,
+    AppFactory,
+    csrf_token,
+    guardian_of,
+    session_cookie,
+    sign_in_ok,
+)
 from redis import Redis
-from servers import require_redis
+from servers import delete_redis_keys, redis_prefix, require_redis
 from sqlalchemy.engine import make_url
 
+from flask_guardian import Guardian
 from flask_guardian.state import get_state
 
 JSON = {"Accept": "application/json"}
@@ -326,3 +339,45 @@ def test_each_thread_and_each_forked_child_reads_on_a_connection_of_its_own(
     os.waitpid(pid, 0)
     assert answer == b"1"
     assert signed_in(client) and len(made) == 2  # the parent keeps its own
+
+
+def test_an_app_that_is_gone_leaves_no_redis_connection_behind(tmp_path: Any) -> None:
+    """An application factory makes many apps on one module-level ``db``: a dropped app's
+    strategy and its Redis connections must go with it (SQLAlchemy's listeners on the
+    shared session class once kept every one of them, and a socket each, alive)."""
+    db = SQLAlchemy()
+    url = require_redis()
+
+    def create_app() -> Flask:
+        app = Flask("factory_app")
+        app.config.update(BASE_CONFIG, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/f.db",
+                          SESSION_STRATEGY="redis", GUARDIAN_REDIS_URL=url,
+                          GUARDIAN_REDIS_PREFIX=redis_prefix())
+        db.init_app(app)
+        guardian = Guardian(app, db=db)
+        with app.app_context():
+            db.create_all()
+            model = guardian.user_model
+            if db.session.execute(db.select(model.id)).first() is None:
+                guardian.create_user(USER[0], USER[1], role="user")
+        return app
+
+    first = create_app()
+    assert sign_in_ok(first.test_client(), USER)  # a kept Redis connection in this thread
+    gone = weakref.ref(get_state(first).strategy)
+    prefix = first.config["GUARDIAN_REDIS_PREFIX"]
+    del first
+    gc.collect()
+    assert gone() is None
+    delete_redis_keys(prefix)
+
+    second = create_app()  # the shared session class still commits, for the live app
+    client = second.test_client()
+    assert sign_in_ok(client, USER)
+    with second.app_context():
+        model = guardian_of(second).user_model
+        user = db.session.execute(db.select(model).where(model.email == USER[0])).scalar_one()
+        user.role = "admin"
+        db.session.commit()  # the redis strategy applies it to the live session at commit
+    assert client.get("/auth/session").get_json()["user"]["role"] == "admin"
+    delete_redis_keys(second.config["GUARDIAN_REDIS_PREFIX"])

@@ -12,6 +12,7 @@ applied, a listener up) with a bounded deadline, and moves the clock with time-m
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -160,6 +161,29 @@ def test_a_sign_out_in_one_process_is_refused_by_the_other(
     heard_after(second, lambda: sign_out(client))
     assert status(second, token) == 401
     assert status(first, token) == 401
+
+
+def test_a_process_with_more_than_1024_descriptors_still_listens(
+    make_cached_app: AppFactory,
+) -> None:
+    """A busy server holds many sockets: select() refuses a descriptor of 1024 and above,
+    so the listener must wait on its connection some other way (it did not, once)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may open only {hard} files (RLIMIT_NOFILE)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while (fd := os.open(os.devnull, os.O_RDONLY)) < 1100:
+            held.append(fd)
+        os.close(fd)  # the listener's connection will get a descriptor above 1024
+        _first, second, client, token = two_apps(make_cached_app)
+        heard_after(second, lambda: sign_out(client))
+        assert status(second, token) == 401
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.mark.parametrize("scope", ["one", "others", "all"])

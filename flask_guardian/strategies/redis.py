@@ -29,13 +29,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Request
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, select
 
 from ..clients import client_agent, ip_network
 from ..errors import ConfigurationError, StorageUnavailable
 from ..models import profile_columns, utcnow
 from ..redis_client import KeptClients
 from ..session import Session, SessionUser
+from ..session_events import listen_weakly
 from ..storage import unavailable
 from .base import (
     EXPIRED,
@@ -87,8 +88,8 @@ class RedisStrategy(SessionStrategy):
         # A user change made through the ORM reaches Redis when its transaction commits
         # (not before: a rolled-back change must not end or alter any session).
         self._pending_key = f"guardian_redis_pending_{id(self)}"
-        event.listen(self.db.session, "after_commit", self._apply_pending)
-        event.listen(self.db.session, "after_rollback", self._drop_pending)
+        listen_weakly(self.db.session, "after_commit", self._apply_pending)
+        listen_weakly(self.db.session, "after_rollback", self._drop_pending)
 
     # -- the hot path ----------------------------------------------------------------
 

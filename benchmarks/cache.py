@@ -1,75 +1,90 @@
-"""Section "cache": how long a revocation takes to reach another app with
+"""Section "cache": how long a revocation takes to reach another process with
 ``GUARDIAN_SESSION_CACHE`` (PostgreSQL LISTEN/NOTIFY), against the cache off.
 
-Two apps (two ``Guardian`` instances, two engines, two LISTEN connections) in this one
-process stand for two workers: the NOTIFY travels through the server as between
-processes, but they share this process's GIL, so the figure includes waiting for it.
-Each round signs in on the first app, lets the second cache the session, then times from
-just before the first app's revocation (its commit included) until the second answers
-anything but 200 (a redirect to sign in). Wall-clock time on a loaded machine: compare
-the two rows of one run, not runs.
+The other process is a real one (``cache_app.py``: its own interpreter, engine and LISTEN
+connection, Werkzeug's server on a loopback port). Each round signs in here, has the other
+process serve (and cache) the session twice, then times from just before this process's
+revocation (its commit included) until the other process answers anything but 200 (a
+redirect to sign in). Each poll is one HTTP request on loopback, so the figure includes
+one request's time; with the cache off the first poll is refused (the row is read), which
+is that floor. Wall-clock time: compare the two rows of one run, not runs.
 (Instruction counts per request, which do not move with load, are in "instructions".)
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
-from typing import Any
+from pathlib import Path
 
 import bench_guardian
 import bench_pg
-from bench_harness import build_environ, call
 from common import Options, Setup, log, markdown_table, out
 
-
-def _app(pg: bench_pg.Postgres, label: str, cache: bool, create: bool) -> Any:
-    """An app on ``pg`` (the first one creates the tables and the user)."""
-    if create:
-        return bench_guardian.build_guardian_app(
-            label, strategy="database", uri=pg.url, engine_options=pg.engine_options,
-            extra={"GUARDIAN_SESSION_CACHE": cache})
-    from flask import Flask
-    from flask_sqlalchemy import SQLAlchemy
-
-    fg = bench_guardian.import_guardian()
-    app = Flask(f"bench_cache_{label}")
-    app.config.update(
-        SECRET_KEY="guardian-benchmark-secret-" + "k" * 32, SQLALCHEMY_DATABASE_URI=pg.url,
-        SQLALCHEMY_ENGINE_OPTIONS=pg.engine_options, GUARDIAN_COOKIE_SECURE=False,
-        GUARDIAN_CSRF_ENABLED=False, GUARDIAN_SESSION_CACHE=cache)
-    fg.Guardian(app, db=SQLAlchemy(app))
-    app.add_url_rule("/protected", view_func=fg.login_required(lambda: "ok"))
-    return app
+HERE = Path(__file__).resolve().parent
 
 
-def _status(app: Any, cookie: str) -> int:
-    return call(app, build_environ("/protected", cookie=cookie)).status_code
+class Other:
+    """The other process, and one kept HTTP connection to it."""
+
+    def __init__(self, pg: bench_pg.Postgres, cache: bool) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "cache_app.py"), pg.url,
+             json.dumps(pg.engine_options), "1" if cache else "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.isdigit():
+            self.process.kill()
+            raise RuntimeError(f"cache_app.py did not start: {self.process.stderr.read()}")
+        self.conn = http.client.HTTPConnection("127.0.0.1", int(line), timeout=10)
+        if self.status("/ready") != 200:
+            raise RuntimeError("the other process's listener never came up")
+
+    def status(self, path: str, cookie: str = "") -> int:
+        self.conn.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+        response = self.conn.getresponse()
+        response.read()
+        return response.status
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
 
 def revocation_latencies(pg: bench_pg.Postgres, cache: bool, rounds: int) -> list[float]:
-    """Seconds from a revocation in one app until the other refuses the session."""
+    """Seconds from a revocation in this process until the other refuses the session."""
     from flask_guardian.state import get_state
     from flask_guardian.strategies.base import sha256_hex
 
-    first = _app(pg, "first", cache, True)
-    second = _app(pg, "second", cache, False)
+    first = bench_guardian.build_guardian_app(
+        "first", strategy="database", uri=pg.url, engine_options=pg.engine_options,
+        extra={"GUARDIAN_SESSION_CACHE": cache})
     sessions = get_state(first.app).strategy.sessions  # type: ignore[attr-defined]
+    other = Other(pg, cache)
     waits: list[float] = []
     try:
         if cache:
-            for app in (first.app, second):
-                cached = get_state(app).strategy.cache  # type: ignore[attr-defined]
-                with app.app_context():
-                    cached.listen()
-                if not cached.cache.wait(came_up=1, timeout=60):
-                    raise RuntimeError("a listener never came up")
+            cached = get_state(first.app).strategy.cache  # type: ignore[attr-defined]
+            with first.app.app_context():
+                cached.listen()
+            if not cached.cache.wait(came_up=1, timeout=60):
+                raise RuntimeError("this process's listener never came up")
         for _ in range(rounds):
             value = bench_guardian.sign_in(first.app).cookie("guardian")
             cookie = f"guardian={value}"
-            for _ in range(2):  # the second caches it
-                assert _status(second, cookie) == 200
+            for _ in range(2):  # the other process caches it
+                assert other.status("/protected", cookie) == 200
             with first.app.app_context():
                 db = first.db
                 sid = db.session.execute(
@@ -79,23 +94,23 @@ def revocation_latencies(pg: bench_pg.Postgres, cache: bool, rounds: int) -> lis
                 started = time.perf_counter()
                 first.guardian.revoke_session(sid)
             deadline = started + 10
-            while _status(second, cookie) == 200:  # then a redirect to sign in
+            while other.status("/protected", cookie) == 200:  # then a redirect to sign in
                 if time.perf_counter() > deadline:
-                    raise RuntimeError("the second app still serves a revoked session")
+                    raise RuntimeError("the other process still serves a revoked session")
             waits.append(time.perf_counter() - started)
     finally:
-        for app in (first.app, second):
-            cached = getattr(get_state(app).strategy, "cache", None)
-            if cached is not None:
-                cached.close()
-            with app.app_context():
-                app.extensions["sqlalchemy"].engine.dispose()
+        other.stop()
+        cached = getattr(get_state(first.app).strategy, "cache", None)
+        if cached is not None:
+            cached.close()
+        with first.app.app_context():
+            first.db.engine.dispose()
     return waits
 
 
 def cache_section(opts: Options, setup: Setup) -> None:
-    """Revocation latency across two apps, cache on vs off (p50/p99)."""
-    out("## Session cache: revocation reaching another app\n")
+    """Revocation latency across two processes, cache on vs off (p50/p99)."""
+    out("## Session cache: revocation reaching another process\n")
     if not opts.postgres_url:
         out("Skipped: needs PostgreSQL (`--postgres URL`).\n")
         return
@@ -117,5 +132,5 @@ def cache_section(opts: Options, setup: Setup) -> None:
         bench_pg.drop_schema(pg)
     out(markdown_table(["database strategy, PostgreSQL", "revocations", "p50 ms", "p99 ms",
                         "max ms"], rows))
-    out("\nWall clock on a shared machine (two apps in one process): compare the rows of "
-        "one run.\n")
+    out("\nWall clock, two OS processes on one machine, each poll one loopback HTTP "
+        "request: compare the rows of one run.\n")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # installation first: it refuses to run on files mixed with the unrelated flask-guardian's.
 from . import installation, signals  # noqa: F401
-from .api_tokens import InvalidCredentials, InvalidGrant, InvalidRequest, TokenPair
+from .api_tokens import TokenPair
 from .auth import SignInResult, SignOutResult, sign_in, sign_out
 from .config import Settings
 from .enrolment_required import TwoFactorEnrollmentRequired
@@ -22,10 +22,14 @@ from .errors import (
     Forbidden,
     GuardianError,
     InvalidCode,
+    InvalidCredentials,
+    InvalidGrant,
     InvalidPassword,
+    InvalidRequest,
     NotFound,
     StorageUnavailable,
     TooManyAttempts,
+    TwoFactorRequired,
     TwoFactorStateError,
     Unauthorized,
 )
@@ -75,6 +79,7 @@ __all__ = [
     "TokenPair",
     "TooManyAttempts",
     "TwoFactorEnrollmentRequired",
+    "TwoFactorRequired",
     "TwoFactorStateError",
     "Unauthorized",
     "UserMixin",

@@ -34,7 +34,14 @@ from .access_tokens import AccessTokens, derive_key
 from .auth import check_credentials
 from .clients import client_agent
 from .devices import API_CLIENT
-from .errors import AuthError, BadRequest, NotFound, TooManyAttempts
+from .errors import (
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidRequest,
+    NotFound,
+    TooManyAttempts,
+    TwoFactorRequired,
+)
 from .models import USER_AGENT_MAX_LENGTH, utcnow
 from .refresh_stores import RefreshStore, SessionState, store_for
 from .state import AppState
@@ -45,40 +52,6 @@ from .two_factor import two_factor_enabled, verify_second_factor
 _REFRESH_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: Longer values are refused before anything else looks at them.
 MAX_FIELD_LENGTH = 256
-
-
-class InvalidRequest(BadRequest):
-    """A token request without a usable field (missing, empty, not a string, too long,
-    with a NUL)."""
-
-    code = "invalid_request"
-    default_message = "The request is missing a valid parameter."
-
-
-class InvalidCredentials(AuthError):
-    """Wrong identifier or password (or an inactive account: the same answer)."""
-
-    status_code = 401
-    code = "invalid_credentials"
-    default_message = "The email or password is incorrect."
-
-
-class TwoFactorRequired(AuthError):
-    """``POST /auth/token`` for a user with two-factor authentication on, without ``code``."""
-
-    status_code = 401
-    code = "two_factor_required"
-    default_message = ("This account has two-factor authentication on: send 'code' (from the "
-                       "authenticator app, or a recovery code) with the password.")
-
-
-class InvalidGrant(AuthError):
-    """A refresh token that is not (or no longer) valid: unknown, forged, spent, of an
-    ended session or of another app (RFC 6749 §5.2 ``invalid_grant``)."""
-
-    status_code = 401
-    code = "invalid_grant"
-    default_message = "The refresh token is not valid. Sign in again."
 
 
 class TokenPair(NamedTuple):

@@ -129,3 +129,40 @@ class TwoFactorStateError(AuthError):
     status_code = 409
     code = "two_factor_state"
     default_message = "Two-factor authentication is not in a state that allows this."
+
+
+# -- tokens for API clients (api_tokens.py, SPEC §11) ------------------------------------
+
+
+class InvalidRequest(BadRequest):
+    """A token request without a usable field (missing, empty, not a string, too long,
+    with a NUL)."""
+
+    code = "invalid_request"
+    default_message = "The request is missing a valid parameter."
+
+
+class InvalidCredentials(AuthError):
+    """Wrong identifier or password (or an inactive account: the same answer)."""
+
+    status_code = 401
+    code = "invalid_credentials"
+    default_message = "The email or password is incorrect."
+
+
+class TwoFactorRequired(AuthError):
+    """``POST /auth/token`` for a user with two-factor authentication on, without ``code``."""
+
+    status_code = 401
+    code = "two_factor_required"
+    default_message = ("This account has two-factor authentication on: send 'code' (from the "
+                       "authenticator app, or a recovery code) with the password.")
+
+
+class InvalidGrant(AuthError):
+    """A refresh token that is not (or no longer) valid: unknown, forged, spent, of an
+    ended session or of another app (RFC 6749 §5.2 ``invalid_grant``)."""
+
+    status_code = 401
+    code = "invalid_grant"
+    default_message = "The refresh token is not valid. Sign in again."

@@ -18,8 +18,8 @@ from typing import Any
 
 from flask import jsonify, request
 
-from .api_tokens import ApiTokens, InvalidRequest, token_field
-from .errors import AuthError, StorageUnavailable, TooManyAttempts
+from .api_tokens import ApiTokens, token_field
+from .errors import AuthError, InvalidRequest, StorageUnavailable, TooManyAttempts
 from .per_request import OUTGOING, namespace
 from .state import get_state
 from .storage import translate

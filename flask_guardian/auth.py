@@ -31,6 +31,7 @@ from .state import AppState, get_state
 from .storage import bounded, is_storage_error, is_timeout, rollback_quietly, unavailable
 from .strategies.base import RequestInfo, is_session_id
 from .throttle import Attempts
+from .trusted_browsers import build_trusted_browser_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,13 +348,14 @@ def revoke_user(state: AppState, user_id: int, *, except_current: bool) -> int:
 
 def purge_expired(state: AppState, *, batch_size: int = 1000) -> int:
     """Delete, in batches of ``batch_size`` (short transactions, no long table lock):
-    sessions past their deadline or revoked, revocation rows no token can need, and
-    lockout counters whose window has ended."""
+    sessions past their deadline or revoked, revocation rows no token can need, lockout
+    counters whose window has ended, and "trust this browser" rows past their end."""
     now = utcnow()
     models = state.models
     sessions = models.session.__table__
     revocations = models.revocation.__table__
     attempts = models.login_attempt.__table__
+    trusted = build_trusted_browser_model(state.db, models.user).__table__
     jobs = [
         (sessions, sessions.c.id,
          (sessions.c.expires_at <= now) | sessions.c.revoked_at.is_not(None)),
@@ -361,6 +363,7 @@ def purge_expired(state: AppState, *, batch_size: int = 1000) -> int:
         (attempts, attempts.c.key,
          attempts.c.window_started_at
          <= now - timedelta(seconds=state.settings.lockout_duration)),
+        (trusted, trusted.c.id, trusted.c.expires_at <= now),
     ]
     db_session = state.db.session
     total = state.strategy.purge_expired()

@@ -223,8 +223,8 @@ class Guardian:
         csrf.check_csrf()
 
     def purge_expired(self, *, batch_size: int = 1000) -> int:
-        """Delete expired sessions, revocations and lockout counters in batches; returns
-        how many rows went."""
+        """Delete expired sessions, revocations, lockout counters and trusted browsers in
+        batches; returns how many rows went."""
         return auth.purge_expired(get_state(), batch_size=batch_size)
 
 

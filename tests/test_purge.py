@@ -26,6 +26,7 @@ from helpers import (
 from sqlalchemy import func, select
 
 from flask_guardian.state import get_state
+from flask_guardian.trusted_browsers import build_trusted_browser_model
 
 # The full database matrix: expired rows and lockout counters purged in batches.
 pytestmark = pytest.mark.databases
@@ -227,3 +228,27 @@ def test_purge_deletes_every_kind_in_one_call(app: Flask, clock: Any, strategy: 
     assert count(app, "revocation") == (1 if strategy == "jwt" else 0)
     assert is_signed_in(live)
     assert csrf_token(live)
+
+
+def test_purge_removes_trusted_browsers_past_their_end(app: Flask, clock: Any) -> None:
+    """"Trust this browser" rows (two-factor) end after GUARDIAN_TWO_FACTOR_TRUST_DAYS: a
+    user who never signs in again would otherwise keep them for ever."""
+    state = get_state(app)
+    table = build_trusted_browser_model(state.db, state.models.user).__table__
+    now = datetime.now(UTC)
+    with app.app_context():
+        db = db_of(app)
+        user_id = db.session.execute(
+            select(state.models.user.id).where(state.models.user.email == USER[0])
+        ).scalar_one()
+        for i, days in enumerate([-40, -2, -1, 1, 29]):  # three ended, two still trusted
+            db.session.execute(table.insert().values(
+                id=f"{i:032x}", user_id=user_id, token_hash=f"{i:064x}", generation=1,
+                created_at=now - timedelta(days=30), last_used_at=now - timedelta(days=30),
+                expires_at=now + timedelta(days=days)))
+        db.session.commit()
+    assert purge(app, batch_size=2) == 3
+    with app.app_context():
+        left = db_of(app).session.execute(select(table.c.id)).scalars().all()
+    assert sorted(left) == [f"{3:032x}", f"{4:032x}"]
+    assert purge(app, batch_size=2) == 0

@@ -74,7 +74,7 @@ class RedisUserChanges:
                 self._delete(ending, user_id)
                 self._expire_refresh(stale, user_id)
             except StorageUnavailable:
-                continue  # logged by _down; the refresh re-reads the user
+                continue  # logged by down(); the refresh re-reads the user
 
     def _drop_pending(self, db_session: Any) -> None:
         db_session.info.pop(self._pending_key, None)

@@ -51,6 +51,23 @@ def _guardian_redis(extra: dict[str, object]) -> Callable[[Path], Target]:
     return _guardian("redis", {**store, **extra})
 
 
+def _guardian_redis_cache(tmp: Path) -> Target:
+    """The redis strategy with ``GUARDIAN_SESSION_CACHE``: the listener is up before the
+    warm-up, so the timed requests are served from memory."""
+    from flask_guardian.state import get_state
+
+    store = {"GUARDIAN_REDIS_URL": REDIS_URL, "GUARDIAN_REDIS_PREFIX": PREFIX + "gc:",
+             "GUARDIAN_SESSION_CACHE": True}
+    ga = bench_guardian.build_guardian_app(
+        "redis", strategy="redis", uri=f"sqlite:///{tmp / 'guardian.sqlite'}", extra=store
+    )
+    cached = get_state(ga.app).strategy.cache  # type: ignore[attr-defined]
+    cached.listen()
+    if not cached.cache.wait(came_up=1, timeout=120):
+        raise RuntimeError("the session cache's listener never came up")
+    return ga.target("redis")
+
+
 def _guardian_postgres(cache: bool) -> Callable[[Path], Target]:
     """The database strategy on PostgreSQL (a schema of this process's own), with or
     without ``GUARDIAN_SESSION_CACHE``; with it, the listener is up before the warm-up."""
@@ -89,6 +106,7 @@ def _flask_login(tmp: Path) -> Target:
 
 PG_PLAIN = "guardian database postgres"
 PG_CACHE = "guardian database postgres cache"
+REDIS_CACHE = "flask-guardian redis cache"
 
 #: Row name in the report -> how to build the target.
 TARGETS: dict[str, Callable[[Path], Target]] = {
@@ -116,6 +134,7 @@ TARGETS: dict[str, Callable[[Path], Target]] = {
         REDIS_URL, PREFIX, f"sqlite:///{tmp / 'login.sqlite'}"
     ),
     "flask-guardian redis": _guardian_redis({}),
+    REDIS_CACHE: _guardian_redis_cache,
     PG_PLAIN: _guardian_postgres(False),
     PG_CACHE: _guardian_postgres(True),
     "flask-guardian redis, app without Flask SECRET_KEY": _guardian_redis(NO_FLASK_KEY),

@@ -1,4 +1,5 @@
-"""``GUARDIAN_SESSION_CACHE``: the in-process session cache of the database strategy.
+"""``GUARDIAN_SESSION_CACHE``: the in-process session cache of the database and redis
+strategies.
 
 A steady-state request of a known session makes no round trip: the session is kept in this
 process, keyed by its cookie token (as the jwt strategy keeps its verified tokens), until
@@ -10,6 +11,8 @@ up:
   transaction, so it is delivered exactly when (and only if) the revocation commits.
 - Any other database with ``GUARDIAN_REDIS_URL``: Redis pub/sub (``redis_channel.py``),
   published once the revoking transaction has committed.
+- The redis strategy: Redis pub/sub, published in the same transaction (``MULTI``) as the
+  write that ends or alters the sessions (``strategies/cached_redis.py``).
 
 The channel drop rule: while this process's listener is not connected (or has not yet
 confirmed that it listens), the cache is empty and not filled, so every request makes its
@@ -52,17 +55,21 @@ def read_session_cache(values: Mapping[str, Any], strategy_class: type,
                        redis_url: str | None) -> str | None:
     """``GUARDIAN_SESSION_CACHE``: None when off, else the invalidation channel,
     ``"postgresql"`` (LISTEN/NOTIFY: transactional, preferred whenever the database is
-    PostgreSQL) or ``"redis"`` (pub/sub). Refused where it cannot be kept correct: a
-    strategy without a cache (jwt verifies its tokens in memory already), or no channel (a
-    database other than PostgreSQL and no ``GUARDIAN_REDIS_URL``)."""
+    PostgreSQL) or ``"redis"`` (pub/sub; always for a strategy whose sessions are in Redis
+    already, which names it as its ``session_cache_channel``). Refused where it cannot be
+    kept correct: a strategy without a cache (jwt verifies its tokens in memory already),
+    or no channel (a database other than PostgreSQL and no ``GUARDIAN_REDIS_URL``)."""
     enabled = read_bool(values, KEY)
     if not enabled:
         return None
     if not getattr(strategy_class, "supports_session_cache", False):
         raise ConfigurationError(
             KEY, f"the {getattr(strategy_class, 'name', strategy_class)!r} strategy cannot "
-            "use the session cache; it is for the 'database' strategy"
+            "use the session cache; it is for the 'database' and 'redis' strategies"
         )
+    own = getattr(strategy_class, "session_cache_channel", None)
+    if own is not None:
+        return str(own)
     uri = values.get("SQLALCHEMY_DATABASE_URI")
     try:
         backend = make_url(uri).get_backend_name() if uri else ""

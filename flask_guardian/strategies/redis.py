@@ -6,7 +6,9 @@ time to live equal to the session's deadline, so Redis forgets a session the mom
 ends. A request is one ``GET``. The user's data comes from the application's SQL users
 table: it is copied into the session at sign-in and read again at every refresh
 (``GUARDIAN_SESSION_UPDATE_AGE``), and a change made through the ORM (role, password,
-deactivation, deletion) reaches the user's sessions at once, when its transaction commits.
+deactivation, deletion) reaches the user's sessions at once, when its transaction commits
+(``redis_changes.py``). With ``GUARDIAN_SESSION_CACHE`` a known session is served from
+memory, without the ``GET`` (``cached_redis.py``).
 
 Keys, all under ``GUARDIAN_REDIS_PREFIX`` (default ``"guardian:"``):
 
@@ -26,18 +28,17 @@ import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Request
 from sqlalchemy import bindparam, select
 
 from ..clients import client_agent, ip_network
-from ..errors import ConfigurationError, StorageUnavailable
+from ..errors import ConfigurationError
 from ..models import profile_columns, utcnow
 from ..redis_client import KeptClients
 from ..session import Session, SessionUser
 from ..session_events import listen_weakly
-from ..storage import unavailable
 from .base import (
     EXPIRED,
     REVOKED,
@@ -49,7 +50,11 @@ from .base import (
     new_session_id,
     sha256_hex,
 )
-from .redis_records import GONE, Record, encode_record, parse_record, refresh_due
+from .redis_changes import RedisUserChanges
+from .redis_records import GONE, Record, down, encode_record, parse_record
+
+if TYPE_CHECKING:
+    from .cached_redis import CachedRedis
 
 logger = logging.getLogger("flask_guardian")
 
@@ -58,10 +63,14 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 _KNOWN_MAX = 4096
 
 
-class RedisStrategy(SessionStrategy):
+class RedisStrategy(RedisUserChanges, SessionStrategy):
     """Server-side sessions in Redis: revocation is immediate in every process."""
 
     name = "redis"
+    #: ``GUARDIAN_SESSION_CACHE`` may keep its sessions in memory (``cached_redis.py``).
+    supports_session_cache = True
+    #: Its invalidation channel is Redis pub/sub, whatever the SQL database.
+    session_cache_channel = "redis"
 
     def __init__(self, state: Any) -> None:
         super().__init__(state)
@@ -90,6 +99,13 @@ class RedisStrategy(SessionStrategy):
         self._pending_key = f"guardian_redis_pending_{id(self)}"
         listen_weakly(self.db.session, "after_commit", self._apply_pending)
         listen_weakly(self.db.session, "after_rollback", self._drop_pending)
+        #: The session cache (``GUARDIAN_SESSION_CACHE``), or None: then nothing of it runs.
+        self.cache: CachedRedis | None = None
+        if settings.session_cache:
+            from .cached_redis import CachedRedis
+
+            self.cache = CachedRedis(self)
+            self.load = self.cache.make_load()  # type: ignore[method-assign,assignment]
 
     # -- the hot path ----------------------------------------------------------------
 
@@ -100,7 +116,7 @@ class RedisStrategy(SessionStrategy):
             client = getattr(self._kept.local, "client", None) or self._kept.client()
             raw = client.get(self._session_prefix + sha256_hex(token))
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         if raw is None:
             return EXPIRED  # Redis forgets a session at its deadline
         record = self._known.get(raw)
@@ -161,7 +177,7 @@ class RedisStrategy(SessionStrategy):
             self.redis.set(self._session_prefix + sha256_hex(token), value,
                            pxat=int(expires * 1000), xx=True)
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         return Session(session.id, user, datetime.fromtimestamp(expires, UTC), self.name,
                        session.auth_time, session.remember, session.two_factor)
 
@@ -194,7 +210,7 @@ class RedisStrategy(SessionStrategy):
             pipe.expireat(user_key, int(absolute.timestamp()) + 1, nx=True)
             pipe.execute()
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         session = Session(session_id, session_user, expires_at, self.name, auth_time, remember,
                           two_factor)
         return session, token
@@ -218,9 +234,10 @@ class RedisStrategy(SessionStrategy):
                 pipe.delete(self._id_prefix + sid)
                 if user_id is not None:
                     pipe.hdel(self._user_prefix + str(user_id), sid)
-            results = pipe.execute()
+            results = (pipe.execute() if self.cache is None  # the cache announces it
+                       else self.cache.execute(pipe, [sid for sid, _ in pairs]))
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         step = 3 if user_id is not None else 2
         return [sid for (sid, _), deleted in zip(pairs, results[::step], strict=True)
                 if deleted]
@@ -232,7 +249,7 @@ class RedisStrategy(SessionStrategy):
             else:
                 found = self.redis.mget([self._id_prefix + sid for sid in session_ids])
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         return [(sid, digest.decode("ascii")) for sid, digest in zip(session_ids, found,
                                                                       strict=True) if digest]
 
@@ -253,7 +270,7 @@ class RedisStrategy(SessionStrategy):
         try:
             raw = self.redis.get(self._session_prefix + digest)
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         if raw is None:
             return None
         record = self._record(raw)
@@ -263,77 +280,12 @@ class RedisStrategy(SessionStrategy):
         try:
             index = self.redis.hgetall(self._user_prefix + str(user_id))
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         return {sid.decode("ascii"): digest.decode("ascii") for sid, digest in index.items()}
 
     def revoke_user(self, user_id: int, *, except_id: str | None = None) -> list[str]:
         pairs = [(sid, d) for sid, d in self._user_sessions(user_id).items() if sid != except_id]
         return self._delete(pairs, user_id)
-
-    # -- user changes ----------------------------------------------------------------
-
-    def on_user_changed(
-        self, db_session: Any, user_id: int, version: int, *, end: str | None,
-        keep: str | None = None,
-    ) -> list[str]:
-        """Ends (``end``) or marks for a re-read (role, name, email change) the user's
-        sessions once the transaction commits. Returns the ids it will end. A Redis that
-        cannot answer now must not fail the application's commit: the work is then done
-        after the commit, or, failing that too, at each session's next refresh."""
-        try:
-            index = self._user_sessions(user_id)
-        except StorageUnavailable:
-            pending = db_session.info.setdefault(self._pending_key, [])
-            pending.append((user_id, None, [], (end, keep)))
-            return []
-        if end == "others" and keep is not None:
-            ending = {sid: d for sid, d in index.items() if sid != keep}
-        elif end is not None:
-            ending = index
-        else:
-            ending = {}
-        stale = {sid: d for sid, d in index.items() if sid not in ending}
-        pending = db_session.info.setdefault(self._pending_key, [])
-        pending.append((user_id, list(ending.items()), list(stale.values()), None))
-        return list(ending)
-
-    def _apply_pending(self, db_session: Any) -> None:
-        """After the commit: the SQL change stands, so a Redis failure here must not turn
-        the application's successful commit into an error. It is logged (one line); the
-        sessions meet the change at their next refresh, when the user is read again from
-        SQL (within ``GUARDIAN_SESSION_UPDATE_AGE``)."""
-        for user_id, ending, stale, deferred in db_session.info.pop(self._pending_key, []):
-            try:
-                if ending is None:  # the index could not be read at flush time
-                    end, keep = deferred
-                    index = self._user_sessions(user_id)
-                    gone = {s: d for s, d in index.items()
-                            if end == "all" or (end == "others" and s != keep)}
-                    ending = list(gone.items())
-                    stale = [d for s, d in index.items() if s not in gone]
-                self._delete(ending, user_id)
-                self._expire_refresh(stale)
-            except StorageUnavailable:
-                continue  # logged by _down; the refresh re-reads the user
-
-    def _drop_pending(self, db_session: Any) -> None:
-        db_session.info.pop(self._pending_key, None)
-
-    def _expire_refresh(self, digests: list[str]) -> None:
-        """Make each session re-read its user on its next request (its refresh is due)."""
-        if not digests:
-            return
-        keys = [self._session_prefix + d for d in digests]
-        try:
-            raws = self.redis.mget(keys)
-            pipe = self.redis.pipeline(transaction=False)
-            for key, raw in zip(keys, raws, strict=True):
-                if raw is None or raw == GONE:
-                    continue
-                pipe.set(key, refresh_due(raw), xx=True, keepttl=True)
-            pipe.execute()
-        except self._errors as exc:
-            raise _down(exc) from exc
 
     def purge_expired(self) -> int:
         """Delete sessions past their deadline and device-index entries whose session is
@@ -358,7 +310,7 @@ class RedisStrategy(SessionStrategy):
                 if dead:
                     removed += len(self._delete(dead, user_id, tombstone=False))
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         return removed
 
     def list(self, user_id: int, current_id: str | None) -> list[SessionInfo]:
@@ -369,7 +321,7 @@ class RedisStrategy(SessionStrategy):
         try:
             raws = self.redis.mget([self._session_prefix + index[sid] for sid in sids])
         except self._errors as exc:
-            raise _down(exc) from exc
+            raise down(exc) from exc
         now = time.time()
         sessions: list[SessionInfo] = []
         gone: list[str] = []
@@ -389,12 +341,7 @@ class RedisStrategy(SessionStrategy):
             try:
                 self.redis.hdel(self._user_prefix + str(user_id), *gone)
             except self._errors as exc:
-                raise _down(exc) from exc
+                raise down(exc) from exc
         sessions.sort(key=lambda s: s.last_seen_at, reverse=True)
         return sessions
 
-
-def _down(exc: BaseException) -> StorageUnavailable:
-    """Redis could not be used (refused, cut, timed out): a 503 for this request, logged
-    as one line at most every few seconds, never a signed-in answer from stale data."""
-    return unavailable(exc, "redis")

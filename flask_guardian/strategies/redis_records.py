@@ -1,12 +1,15 @@
 """How the redis strategy stores a session: one string of fields joined by a separator
-no field holds, versioned, parsed back into a :class:`Record`."""
+no field holds, versioned, parsed back into a :class:`Record`; and what a failing Redis
+becomes (:func:`down`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from ..errors import StorageUnavailable
 from ..session import Session, SessionUser
+from ..storage import unavailable
 from .base import Loaded
 
 #: Separates the fields of a record: a control character, which no stored field holds
@@ -85,3 +88,9 @@ def refresh_due(raw: bytes) -> str:
     fields = raw.decode("utf-8").split(_SEP)
     fields[LAST_SEEN] = repr(0.0)
     return _SEP.join(fields)
+
+
+def down(exc: BaseException) -> StorageUnavailable:
+    """Redis could not be used (refused, cut, timed out): a 503 for this request, logged
+    as one line at most every few seconds, never a signed-in answer from stale data."""
+    return unavailable(exc, "redis")

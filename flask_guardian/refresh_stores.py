@@ -265,7 +265,7 @@ class RedisRefreshStore(RefreshStore):
         except self._errors as exc:
             raise unavailable(exc, "redis") from exc
         record = None if raw is None or raw == GONE else strategy._record(raw)
-        if record is None or record.expires <= now.timestamp() or (
+        if record is None or raw is None or record.expires <= now.timestamp() or (
                 record.loaded.session.user.id != user_id):
             return None
         with self.state.db.engine.connect() as connection:  # db.session left untouched
@@ -281,12 +281,12 @@ class RedisRefreshStore(RefreshStore):
             value = encode_record(session.id, user, record.uniquifier,
                                   session.auth_time.timestamp(), now.timestamp(),
                                   expires.timestamp(), record.absolute, record.ip,
-                                  record.agent, session.remember)
-            try:
-                self.redis.set(strategy._session_prefix + digest.decode("ascii"), value,
-                               pxat=int(expires.timestamp() * 1000), xx=True)
-            except self._errors as exc:
-                raise unavailable(exc, "redis") from exc
+                                  record.agent, session.remember, session.two_factor)
+            # Only over the record read above: a revocation since then stays one.
+            found = strategy.swap(strategy._session_prefix + digest.decode("ascii"), raw,
+                                  value, expires.timestamp())
+            if found != 1:
+                return None
         return SessionState(user, row.session_version or 0, session.auth_time, expires,
                             absolute)
 

@@ -128,10 +128,11 @@ def db_of(app: Flask) -> Any:
     return app.extensions["sqlalchemy"]
 
 
-#: Statements and Redis commands that write.
+#: Statements and Redis commands that write (the redis strategy's scripts write: the
+#: refresh's compare-and-set, the lockout counters).
 WRITE_VERBS = frozenset({
     "INSERT", "UPDATE", "DELETE", "SET", "DEL", "UNLINK", "HSET", "HDEL", "EXPIRE",
-    "EXPIREAT", "PEXPIREAT",
+    "EXPIREAT", "PEXPIREAT", "EVALSHA", "EVAL",
 })
 
 

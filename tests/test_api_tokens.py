@@ -679,6 +679,14 @@ def test_a_two_factor_user_sends_a_code_with_the_password(app: Flask) -> None:
         # The same code again is a replay.
         again = client.post("/auth/token", json={**body, "code": code})
         assert again.status_code == 401 and again.get_json()["error"] == "invalid_code"
+    # A refresh (which moves the session's idle deadline) keeps what the sign-in gave.
+    with time_machine.travel(t0 + timedelta(seconds=120), tick=False):
+        refreshed = client.post("/auth/token/refresh",
+                                json={"refreshToken": right.get_json()["refreshToken"]})
+        assert refreshed.status_code == 200, refreshed.get_json()
+        with app.app_context():
+            listed = [s.to_dict() for s in guardian_of(app).list_sessions(_user(app))]
+        assert [s["twoFactor"] for s in listed] == [True]
 
 
 def test_a_user_without_two_factor_needs_no_code(app: Flask) -> None:

@@ -29,6 +29,7 @@ from helpers import (
     guardian_of,
     session_cookie,
     sign_in_ok,
+    store_config,
 )
 from redis import Redis
 from servers import delete_redis_keys, redis_prefix, require_redis
@@ -36,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 from flask_guardian import Guardian
 from flask_guardian.state import get_state
+from flask_guardian.strategies.redis_records import GONE
 
 JSON = {"Accept": "application/json"}
 T0 = datetime(2030, 1, 7, 9, 0, 0, tzinfo=UTC)
@@ -381,3 +383,70 @@ def test_an_app_that_is_gone_leaves_no_redis_connection_behind(tmp_path: Any) ->
         db.session.commit()  # the redis strategy applies it to the live session at commit
     assert client.get("/auth/session").get_json()["user"]["role"] == "admin"
     delete_redis_keys(second.config["GUARDIAN_REDIS_PREFIX"])
+
+
+def _during_the_refresh(app: Flask, monkeypatch: pytest.MonkeyPatch, act: Any) -> None:
+    """Run ``act(session_id)`` once, inside the next refresh, between its GET of the
+    record and its write (where another process's request may land)."""
+    strategy = get_state(app).strategy
+    deadlines = strategy.deadlines
+    done: list[bool] = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        if not done:
+            done.append(True)
+            with app.app_context():
+                act(_session_id(app))
+        return deadlines(*args, **kwargs)
+
+    monkeypatch.setattr(strategy, "deadlines", racing)
+
+
+def _session_id(app: Flask) -> str:
+    prefix = app.config["GUARDIAN_REDIS_PREFIX"]
+    ids = [k.decode().removeprefix(prefix + "id:")
+           for k in server(app).scan_iter(match=prefix + "id:*")]
+    assert len(ids) == 1
+    return ids[0]
+
+
+def test_a_revocation_during_a_refresh_is_not_undone_by_it(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh reads the record, re-reads the user, then writes the record back: a
+    revocation landing in between (another process's sign-out) must stay a revocation,
+    not be overwritten by the refreshed record."""
+    app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
+    client = app.test_client()
+    with time_machine.travel(T0, tick=False) as clock:
+        sign_in_ok(client)
+        clock.move_to(T0 + timedelta(seconds=61))  # the next request refreshes
+        _during_the_refresh(app, monkeypatch,
+                            lambda sid: guardian_of(app).revoke_session(sid))
+        assert not signed_in(client)
+        assert not signed_in(client)
+        prefix = app.config["GUARDIAN_REDIS_PREFIX"]
+        stored = [server(app).get(k) for k in server(app).scan_iter(match=prefix + "s:*")]
+        assert all(value in (None, GONE) for value in stored), stored
+
+
+def test_a_refresh_racing_another_refresh_keeps_the_session(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes refreshing one session at once (a browser's parallel requests): the
+    one that loses the race serves the session the winner wrote, and signs nobody out."""
+    app = make_app(GUARDIAN_SESSION_UPDATE_AGE=60)
+    other = make_app(**store_config(app), GUARDIAN_SESSION_UPDATE_AGE=60)
+    client = app.test_client()
+    with time_machine.travel(T0, tick=False) as clock:
+        sign_in_ok(client)
+        cookie = session_cookie(client, app) or ""
+        clock.move_to(T0 + timedelta(seconds=61))
+        other_client = other.test_client()
+        other_client.set_cookie(guardian_cookie_name(other), cookie)
+        _during_the_refresh(app, monkeypatch,
+                            lambda sid: other_client.get("/auth/session"))
+        assert signed_in(client)
+        assert session_cookie(client, app) == cookie
+        clock.move_to(T0 + timedelta(seconds=90))
+        assert signed_in(client) and signed_in(other_client)

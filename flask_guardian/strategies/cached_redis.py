@@ -26,7 +26,7 @@ from ..clients import client_agent, ip_network
 from ..redis_channel import RedisChannel
 from ..session_cache import Entry, SessionCache, messages
 from .base import EXPIRED, REVOKED, Ended, Loaded, sha256_hex
-from .redis_records import GONE, down
+from .redis_records import GONE, Record, down
 
 if TYPE_CHECKING:
     from .redis import RedisStrategy
@@ -126,14 +126,13 @@ class CachedRedis:
         now = time.time()
         if record.expires <= now:
             return EXPIRED
+        if now >= record.refresh_at:
+            refreshed = strategy._refresh(token, raw, record, now)
+            if not isinstance(refreshed, Record):
+                return refreshed  # revoked, expired or gone meanwhile
+            record = refreshed
         loaded = record.loaded
         until = min(record.expires, record.refresh_at)
-        if now >= record.refresh_at:
-            refreshed = strategy._refresh(token, record, now)
-            if refreshed is None:
-                return None
-            loaded = Loaded(refreshed)
-            until = min(refreshed.expires.timestamp(), now + strategy.settings.update_age)
         session = loaded.session
         cache.put(token, generation, Entry(loaded, until, record.ip, record.agent,
                                            session.id, session.user.id))

@@ -61,6 +61,16 @@ logger = logging.getLogger("flask_guardian")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 #: At most this many records are kept worked out (one per live session making requests).
 _KNOWN_MAX = 4096
+#: A refresh's write: the new record, only if the stored one is still the one it read
+#: (1); else what is stored now (nil when gone), for the refresh to decide on.
+_SWAP = """
+local stored = redis.call('GET', KEYS[1])
+if stored == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  return 1
+end
+return stored
+"""
 
 
 class RedisStrategy(RedisUserChanges, SessionStrategy):
@@ -130,10 +140,12 @@ class RedisStrategy(RedisUserChanges, SessionStrategy):
         loaded = record.loaded
         session = loaded.session
         if now >= record.refresh_at:
-            refreshed = self._refresh(token, record, now)
-            if refreshed is None:
-                return None
-            session, loaded = refreshed, Loaded(refreshed)
+            refreshed = self._refresh(token, raw, record, now)
+            if not isinstance(refreshed, Record):
+                return refreshed  # revoked, expired or gone meanwhile
+            record = refreshed
+            loaded = record.loaded
+            session = loaded.session
         agent_changed = request.environ.get("HTTP_USER_AGENT") != record.agent and (
             client_agent(request) != record.agent
         )
@@ -156,30 +168,53 @@ class RedisStrategy(RedisUserChanges, SessionStrategy):
         self._known[raw] = record
         return record
 
-    def _refresh(self, token: str, record: Record, now: float) -> Session | None:
+    def _refresh(self, token: str, raw: bytes, record: Record,
+                 now: float) -> Record | Ended | None:
         """Re-read the user from the SQL table, move the idle deadline on (capped by the
-        absolute one) and write the record again: once per update age."""
-        session = record.loaded.session
-        # On a connection of its own: the application's db.session is left untouched.
-        with self.db.engine.connect() as connection:
-            row = connection.execute(self._user_lookup, {"uid": session.user.id}).first()
-        if row is None or row.uniquifier != record.uniquifier:
-            self._delete([(session.id, sha256_hex(token))], session.user.id)
-            return None
-        user = SessionUser(session.user.id, row.email, row.name, row.role)
-        expires = self.deadlines(datetime.fromtimestamp(now, UTC), session.auth_time,
-                                 session.remember,
-                                 datetime.fromtimestamp(record.absolute, UTC))[0].timestamp()
-        value = encode_record(session.id, user, record.uniquifier,
-                              session.auth_time.timestamp(), now, expires, record.absolute,
-                              record.ip, record.agent, session.remember, session.two_factor)
+        absolute one) and write the record again, once per update age; the record now
+        stored. The write happens only if the record is still ``raw`` (:data:`_SWAP`): a
+        revocation that landed since the read stays one (REVOKED), and another process's
+        refresh stands (its record is served; one marked for a re-read is refreshed)."""
+        key = self._session_prefix + sha256_hex(token)
+        for _ in range(3):
+            session = record.loaded.session
+            # On a connection of its own: the application's db.session is left untouched.
+            with self.db.engine.connect() as connection:
+                row = connection.execute(self._user_lookup, {"uid": session.user.id}).first()
+            if row is None or row.uniquifier != record.uniquifier:
+                self._delete([(session.id, sha256_hex(token))], session.user.id)
+                return None
+            user = SessionUser(session.user.id, row.email, row.name, row.role)
+            expires = self.deadlines(datetime.fromtimestamp(now, UTC), session.auth_time,
+                                     session.remember,
+                                     datetime.fromtimestamp(record.absolute, UTC))[0]
+            value = encode_record(session.id, user, record.uniquifier,
+                                  session.auth_time.timestamp(), now, expires.timestamp(),
+                                  record.absolute, record.ip, record.agent, session.remember,
+                                  session.two_factor)
+            found = self.swap(key, raw, value, expires.timestamp())
+            if found == 1:
+                return self._record(value.encode())
+            if found is None:
+                return EXPIRED
+            if found == GONE:
+                return REVOKED
+            fresh = self._record(found)
+            if fresh is None or fresh.expires <= now:
+                return None if fresh is None else EXPIRED
+            if now < fresh.refresh_at:
+                return fresh  # another process refreshed it: its record stands
+            raw, record = found, fresh  # marked for a re-read meanwhile: refresh that
+        return record
+
+    def swap(self, key: str, raw: bytes, value: str, expires: float) -> Any:
+        """Store ``value`` at ``key`` until ``expires`` only if it still holds ``raw``: 1,
+        else what it holds now (None when gone). EVAL, not EVALSHA: one command whatever
+        the server's script cache holds (a refresh's write, once per update age)."""
         try:
-            self.redis.set(self._session_prefix + sha256_hex(token), value,
-                           pxat=int(expires * 1000), xx=True)
+            return self.redis.eval(_SWAP, 1, key, raw, value, int(expires * 1000))
         except self._errors as exc:
             raise down(exc) from exc
-        return Session(session.id, user, datetime.fromtimestamp(expires, UTC), self.name,
-                       session.auth_time, session.remember, session.two_factor)
 
     # -- starting and ending sessions ------------------------------------------------
 

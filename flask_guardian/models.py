@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -225,14 +224,18 @@ class Models:
     login_attempt: Any
 
 
-#: The models declared on each ``db`` (by the id of the user model), kept here rather than
-#: on the application's object; an entry goes with its ``db``.
-_DECLARED: weakref.WeakKeyDictionary[Any, dict[int, Models]] = weakref.WeakKeyDictionary()
+def declared_on(db: Any) -> dict[str, Any]:
+    """What flask-guardian declared on ``db`` (its models and tables, by name), kept in the
+    ``info`` of ``db``'s metadata: it lives and dies with ``db``. (A module-level
+    ``WeakKeyDictionary`` keyed by ``db`` would keep every ``db`` alive for ever: its values,
+    declared on ``db.Model``, refer back to their key.)"""
+    info: dict[str, dict[str, Any]] = db.metadata.info
+    return info.setdefault("flask_guardian", {})
 
 
 def build_models(db: Any, user_model: Any | None) -> Models:
     """Declare guardian's tables on ``db`` (once per ``db``) and return the classes."""
-    cache = _DECLARED.setdefault(db, {})
+    cache: dict[int, Models] = declared_on(db).setdefault("models", {})
     key = id(user_model)
     if key in cache:
         return cache[key]

@@ -11,14 +11,13 @@ the absolute one), since a refresh is the API client's activity.
 
 from __future__ import annotations
 
-import weakref
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, Column, Index, Integer, Table, and_, bindparam, select, update
 
-from .models import UTCDateTime, exact_string, profile_columns, utcnow
+from .models import UTCDateTime, declared_on, exact_string, profile_columns, utcnow
 from .session import SessionUser
 from .state import AppState
 from .storage import unavailable
@@ -90,17 +89,13 @@ class RefreshStore(ABC):
 
 # -- the SQL registry ------------------------------------------------------------------
 
-#: The table declared on each ``db`` (its metadata), once.
-_TABLES: weakref.WeakKeyDictionary[Any, Table] = weakref.WeakKeyDictionary()
-
-
 def refresh_table(db: Any) -> Table:
     """``guardian_refresh_tokens`` on ``db``'s metadata (so ``db.create_all()`` and
     Alembic see it): one row per refresh token ever issued for a live session; spent rows
     stay until the session ends, so a replay is recognised as one."""
-    table = _TABLES.get(db)
+    table: Table | None = declared_on(db).get("refresh_tokens")
     if table is None:
-        table = _TABLES[db] = Table(
+        table = declared_on(db)["refresh_tokens"] = Table(
             "guardian_refresh_tokens", db.metadata,
             Column("token_hash", exact_string(64), primary_key=True),
             Column("session_id", exact_string(32), nullable=False),

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +27,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, delete, select, updat
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .clients import client_agent
-from .models import USER_AGENT_MAX_LENGTH, UTCDateTime, exact_string, utcnow
+from .models import USER_AGENT_MAX_LENGTH, UTCDateTime, declared_on, exact_string, utcnow
 from .state import AppState
 from .two_factor import enrolment_generation
 
@@ -38,13 +37,10 @@ COOKIE_SUFFIX = "-2fa-trust"
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 
-_DECLARED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
 def build_trusted_browser_model(db: Any, user_model: Any) -> Any:
     """Declare ``guardian_trusted_browsers`` on ``db`` (once per ``db``) and return its
     model, so ``db.create_all()`` and Flask-Migrate see it like guardian's other tables."""
-    known = _DECLARED.get(db)
+    known = declared_on(db).get("trusted_browser")
     if known is not None:
         return known
     user_key = user_model.__table__.c.id
@@ -72,7 +68,7 @@ def build_trusted_browser_model(db: Any, user_model: Any) -> Any:
 
         __table_args__ = (Index("ix_guardian_trusted_browsers_user_id", "user_id"),)
 
-    _DECLARED[db] = TrustedBrowser
+    declared_on(db)["trusted_browser"] = TrustedBrowser
     return TrustedBrowser
 
 

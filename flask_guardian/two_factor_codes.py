@@ -8,9 +8,10 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import pyotp
+if TYPE_CHECKING:
+    import pyotp
 
 TOTP_DIGITS = 6
 TOTP_PERIOD = 30
@@ -55,11 +56,15 @@ def read_code(code: object) -> Code | None:
 
 def new_secret() -> str:
     """A new TOTP secret: 160 random bits (RFC 4226 §4 recommends 160) in base32."""
+    import pyotp  # imported when two-factor is used, not by every app at start-up
+
     return pyotp.random_base32(32)
 
 
 def totp(secret: str) -> pyotp.TOTP:
     """The RFC 6238 generator for ``secret``."""
+    import pyotp
+
     return pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD)
 
 

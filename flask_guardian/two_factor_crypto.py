@@ -20,11 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from typing import Any
 
 #: The stored form's version prefix: a later scheme can be told apart and migrated.
 PREFIX = "v1."
@@ -36,19 +32,33 @@ _INFO = b"flask-guardian two-factor secret v1"
 
 def derive_key(secret_key: bytes) -> bytes:
     """The 256-bit AES key for two-factor secrets derived from an app secret key."""
+    # cryptography is imported when two-factor is used, not by every app at start-up.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(secret_key)
 
 
 class SecretBox:
     """Seals and opens TOTP secrets with the keys derived from ``secret_keys`` (the current
-    one first, then the fallbacks). Built once at ``init_app``."""
+    one first, then the fallbacks). Made at ``init_app``; its ciphers on first use, so an
+    app that never uses two-factor pays nothing for them."""
 
-    __slots__ = ("_ciphers",)
+    __slots__ = ("_built", "_keys")
 
     def __init__(self, secret_keys: tuple[bytes, ...]) -> None:
         if not secret_keys:
             raise ValueError("SecretBox needs at least one secret key")
-        self._ciphers = tuple(AESGCM(derive_key(key)) for key in secret_keys)
+        self._keys = secret_keys
+        self._built: tuple[Any, ...] | None = None
+
+    @property
+    def _ciphers(self) -> tuple[Any, ...]:
+        if self._built is None:  # two threads may both build them: the same ciphers
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._built = tuple(AESGCM(derive_key(key)) for key in self._keys)
+        return self._built
 
     def seal(self, secret: str, user_id: int) -> str:
         """``secret`` encrypted under the current key, bound to ``user_id``, as ASCII."""
@@ -66,6 +76,8 @@ class SecretBox:
             raw = base64.urlsafe_b64decode(sealed[len(PREFIX):].encode("ascii"))
         except (binascii.Error, UnicodeEncodeError, ValueError):
             return None
+        from cryptography.exceptions import InvalidTag
+
         nonce, data = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
         for index, cipher in enumerate(self._ciphers):
             try:

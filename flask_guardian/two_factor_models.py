@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .models import UNIQUIFIER_LENGTH, UTCDateTime, exact_string
+from .models import UNIQUIFIER_LENGTH, UTCDateTime, declared_on, exact_string
 
 #: Room for the encrypted form of a secret: "v1." + base64url(12-byte nonce + 32-byte
 #: base32 secret + 16-byte tag) is 83 characters.
@@ -36,12 +35,9 @@ class TwoFactorModels:
     recovery_code: Any
 
 
-_DECLARED: weakref.WeakKeyDictionary[Any, TwoFactorModels] = weakref.WeakKeyDictionary()
-
-
 def build_two_factor_models(db: Any, user_model: Any) -> TwoFactorModels:
     """Declare the two-factor tables on ``db`` (once per ``db``) and return the classes."""
-    known = _DECLARED.get(db)
+    known: TwoFactorModels | None = declared_on(db).get("two_factor")
     if known is not None:
         return known
     users_id = user_model.__table__.c.id
@@ -94,5 +90,5 @@ def build_two_factor_models(db: Any, user_model: Any) -> TwoFactorModels:
         )
 
     models = TwoFactorModels(TwoFactorEnrolment, RecoveryCode)
-    _DECLARED[db] = models
+    declared_on(db)["two_factor"] = models
     return models

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import segno
 from flask import g, jsonify, redirect, render_template, request, url_for
 from markupsafe import Markup
 
@@ -57,6 +56,8 @@ def _client_ip() -> str:
 def _qr_svg(url: str) -> Markup:
     """The otpauth URL as an inline SVG QR code (no image request, no script). Black on
     white whatever the page's colours: scanners need the contrast."""
+    import segno  # imported when a user enrols, not by every app at start-up
+
     # omitsize: a viewBox instead of a fixed size, so the page's CSS scales it whole.
     svg = segno.make(url, error="m").svg_inline(
         dark="#000", light="#fff", omitsize=True, title="QR code for your authenticator app")

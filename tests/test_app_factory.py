@@ -6,13 +6,15 @@ Not storage-dependent: SQLite, database strategy."""
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from helpers import BASE_CONFIG, doc_files, flask_db, imported_from, sign_in
+from helpers import BASE_CONFIG, USER, build_app, doc_files, flask_db, imported_from, sign_in
 
 from flask_guardian import ConfigurationError, Guardian
 
@@ -128,3 +130,43 @@ def test_a_models_module_that_fails_to_import_names_the_key_and_the_cause(
 
         with pytest.raises(ConfigurationError, match=r"^user_model: .*no_such_name"):
             package.create_app({**BASE_CONFIG, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+
+
+@pytest.mark.parametrize("strategy", ["database", "jwt"])
+def test_an_app_and_its_db_that_are_gone_are_freed(tmp_path: Path, strategy: str) -> None:
+    """A test suite (or a reloader) makes many apps: once one is dropped, nothing of
+    flask-guardian may keep its ``db`` (its models, metadata and engines) alive. The
+    tables declared on a ``db`` were once kept in module-level WeakKeyDictionaries whose
+    values referred back to their key, which made every ``db`` immortal."""
+    gone = []
+    for index in range(3):
+        app = build_app(f"sqlite:///{tmp_path}/{index}.db", strategy)
+        client = app.test_client()
+        sign_in(client, *USER)
+        assert client.get("/dashboard").status_code == 200
+        gone.append(weakref.ref(app.extensions["sqlalchemy"]))
+        del app, client
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]
+
+
+def test_apps_of_one_shared_guardian_and_db_are_freed(tmp_path: Path) -> None:
+    """The application-factory shape: one module-level ``db`` and ``Guardian()``, an app
+    per call. Each app dropped is freed (its state, strategy and engine with it)."""
+    db = SQLAlchemy()
+    guardian = Guardian(db=db)
+    gone = []
+    for index in range(3):
+        app = Flask(f"factory_{index}")
+        app.config.update(BASE_CONFIG,
+                          SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/{index}.db")
+        db.init_app(app)
+        guardian.init_app(app)
+        with app.app_context():
+            db.create_all()
+            guardian.create_user(*USER)
+        assert sign_in(app.test_client(), *USER).status_code == 303
+        gone.append(weakref.ref(app))
+        del app
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]

@@ -219,3 +219,34 @@ def test_steady_state_calls_stay_within_the_committed_budget(
     assert measured == budget, (
         f"{strategy}: the path got cheaper ({measured} < {budget}): lower CALL_BUDGET"
     )
+
+
+#: What two-factor needs and only two-factor uses: imported on its first use.
+TWO_FACTOR_ONLY = ("pyotp", "segno", "cryptography.hazmat.primitives.ciphers.aead",
+                   "cryptography.hazmat.primitives.kdf.hkdf")
+_IMPORT_PROBE = """
+import sys
+sys.path.insert(0, "tests")
+from helpers import USER, build_app, sign_in_ok
+app = build_app(sys.argv[1], "jwt")
+client = app.test_client()
+sign_in_ok(client, USER)
+assert client.get("/dashboard").status_code == 200
+print(",".join(sorted(m for m in {modules} if m in sys.modules)))
+"""
+
+
+def test_an_app_that_does_not_use_two_factor_never_imports_its_libraries(
+    tmp_path: Any,
+) -> None:
+    """A new feature costs nothing to an app that does not use it: not even the memory of
+    pyotp, segno and cryptography's AES-GCM (a bigger heap makes every full garbage
+    collection dearer, which showed in the instruction counts per request)."""
+    import subprocess
+
+    probe = _IMPORT_PROBE.replace("{modules}", repr(TWO_FACTOR_ONLY))
+    done = subprocess.run([sys.executable, "-c", probe, f"sqlite:///{tmp_path}/p.db"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          cwd=os.path.dirname(PACKAGE))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

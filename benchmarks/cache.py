@@ -19,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,15 +34,19 @@ class Other:
     """The other process, and one kept HTTP connection to it."""
 
     def __init__(self, pg: bench_pg.Postgres, cache: bool) -> None:
+        # Its log goes to a file: a pipe nobody reads fills up (64 KiB, about 300 rounds of
+        # request lines) and then blocks the server.
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "cache_app.py"), pg.url,
              json.dumps(pg.engine_options), "1" if cache else "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+            stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=HERE)
         assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
         if not line.isdigit():
             self.process.kill()
-            raise RuntimeError(f"cache_app.py did not start: {self.process.stderr.read()}")
+            self.log.seek(0)
+            raise RuntimeError(f"cache_app.py did not start: {self.log.read()[-2000:]}")
         self.conn = http.client.HTTPConnection("127.0.0.1", int(line), timeout=10)
         if self.status("/ready") != 200:
             raise RuntimeError("the other process's listener never came up")
@@ -60,6 +65,7 @@ class Other:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+        self.log.close()
 
 
 def revocation_latencies(pg: bench_pg.Postgres, cache: bool, rounds: int) -> list[float]:

@@ -26,6 +26,7 @@ from ..clients import client_agent, ip_network
 from ..redis_channel import RedisChannel
 from ..session_cache import Entry, SessionCache, messages
 from .base import EXPIRED, REVOKED, Ended, Loaded, sha256_hex
+from .cached_sessions import cached_load
 from .redis_records import GONE, Record, down
 
 if TYPE_CHECKING:
@@ -76,28 +77,9 @@ class CachedRedis:
     # -- the hot path ----------------------------------------------------------------
 
     def make_load(self) -> Callable[[str, Request], Loaded | Ended | None]:
-        """The strategy's ``load`` with the cache: a hit is a dictionary read and the
-        client checks; anything else goes to :meth:`load_through`."""
-        entries = self.cache.entries  # emptied in place, never replaced
-        through = self.load_through
-        check_client = self.strategy.check_client
-        monitor = self.strategy.settings.monitor_ip_network
-
-        def load(token: str, request: Request) -> Loaded | Ended | None:
-            entry = entries.get(token)
-            if entry is None or time.time() >= entry.until:
-                return through(token, request)
-            signed_agent = entry.signed_agent
-            agent_changed = request.environ.get("HTTP_USER_AGENT") != signed_agent and (
-                client_agent(request) != signed_agent
-            )
-            if (agent_changed or monitor) and not check_client(
-                entry.loaded.session, request, agent_changed, ip_network(entry.ip)
-            ):
-                return None
-            return entry.loaded  # type: ignore[no-any-return]
-
-        return load
+        """The strategy's ``load`` with the cache (the database strategy's own,
+        :func:`~flask_guardian.strategies.cached_sessions.cached_load`)."""
+        return cached_load(self)
 
     def load_through(self, token: str, request: Request) -> Loaded | Ended | None:
         """The ``GET`` (as without the cache), keeping the result when the channel is up:

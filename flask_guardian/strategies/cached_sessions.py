@@ -87,28 +87,8 @@ class CachedSessions:
     # -- the hot path ----------------------------------------------------------------
 
     def make_load(self) -> Callable[[str, Request], Loaded | Ended | None]:
-        """The strategy's ``load`` with the cache: a hit is a dictionary read and the
-        client checks; anything else goes to :meth:`load_through`."""
-        entries = self.cache.entries  # emptied in place, never replaced
-        through = self.load_through
-        check_client = self.strategy.check_client
-        monitor = self.strategy.settings.monitor_ip_network
-
-        def load(token: str, request: Request) -> Loaded | Ended | None:
-            entry = entries.get(token)
-            if entry is None or time.time() >= entry.until:
-                return through(token, request)
-            signed_agent = entry.signed_agent
-            agent_changed = request.environ.get("HTTP_USER_AGENT") != signed_agent and (
-                client_agent(request) != signed_agent
-            )
-            if (agent_changed or monitor) and not check_client(
-                entry.loaded.session, request, agent_changed, ip_network(entry.ip)
-            ):
-                return None
-            return entry.loaded  # type: ignore[no-any-return]
-
-        return load
+        """The strategy's ``load`` with the cache (:func:`cached_load`)."""
+        return cached_load(self)
 
     def load_through(self, token: str, request: Request) -> Loaded | Ended | None:
         """The round trip (as without the cache), keeping the result when the channel is
@@ -147,3 +127,30 @@ class CachedSessions:
         ):
             return None
         return loaded
+
+
+def cached_load(cached: Any) -> Callable[[str, Request], Loaded | Ended | None]:
+    """The ``load`` of a strategy with the session cache (``cached``: its
+    :class:`CachedSessions`, or the redis strategy's ``CachedRedis``): a hit is a
+    dictionary read and the client checks; anything else goes to ``cached.load_through``
+    (the round trip, which fills the cache)."""
+    entries = cached.cache.entries  # emptied in place, never replaced
+    through = cached.load_through
+    check_client = cached.strategy.check_client
+    monitor = cached.strategy.settings.monitor_ip_network
+
+    def load(token: str, request: Request) -> Loaded | Ended | None:
+        entry = entries.get(token)
+        if entry is None or time.time() >= entry.until:
+            return through(token, request)  # type: ignore[no-any-return]
+        signed_agent = entry.signed_agent
+        agent_changed = request.environ.get("HTTP_USER_AGENT") != signed_agent and (
+            client_agent(request) != signed_agent
+        )
+        if (agent_changed or monitor) and not check_client(
+            entry.loaded.session, request, agent_changed, ip_network(entry.ip)
+        ):
+            return None
+        return entry.loaded  # type: ignore[no-any-return]
+
+    return load

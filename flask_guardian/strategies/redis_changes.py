@@ -7,7 +7,7 @@ the keys and the client it uses."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StorageUnavailable
 from .redis_records import GONE, down, refresh_due
@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     from .cached_redis import CachedRedis
 
 
-class RedisUserChanges:
-    """``on_user_changed`` and the work it leaves for after the commit."""
+class RedisSessions(Protocol):
+    """What these methods use of the strategy that mixes them in (``RedisStrategy``)."""
 
     redis: Any
     cache: CachedRedis | None
@@ -25,15 +25,20 @@ class RedisUserChanges:
     _session_prefix: str
     _pending_key: str
 
-    def _user_sessions(self, user_id: int) -> dict[str, str]:
-        raise NotImplementedError  # RedisStrategy's: the user's index
+    def _user_sessions(self, user_id: int) -> dict[str, str]: ...
 
     def _delete(self, pairs: Iterable[tuple[str, str]], user_id: int | None,
-                tombstone: bool = True) -> list[str]:
-        raise NotImplementedError  # RedisStrategy's: tombstones the sessions
+                tombstone: bool = True) -> list[str]: ...
+
+    def _expire_refresh(self, digests: list[str], user_id: int) -> None: ...
+
+
+class RedisUserChanges:
+    """``on_user_changed`` and the work it leaves for after the commit (``self`` is the
+    strategy that mixes this in: :class:`RedisSessions` says what of it they use)."""
 
     def on_user_changed(
-        self, db_session: Any, user_id: int, version: int, *, end: str | None,
+        self: RedisSessions, db_session: Any, user_id: int, version: int, *, end: str | None,
         keep: str | None = None,
     ) -> list[str]:
         """Ends (``end``) or marks for a re-read (role, name, email change) the user's
@@ -57,7 +62,7 @@ class RedisUserChanges:
         pending.append((user_id, list(ending.items()), list(stale.values()), None))
         return list(ending)
 
-    def _apply_pending(self, db_session: Any) -> None:
+    def _apply_pending(self: RedisSessions, db_session: Any) -> None:
         """After the commit: the SQL change stands, so a Redis failure here must not turn
         the application's successful commit into an error. It is logged (one line); the
         sessions meet the change at their next refresh, when the user is read again from
@@ -76,10 +81,10 @@ class RedisUserChanges:
             except StorageUnavailable:
                 continue  # logged by down(); the refresh re-reads the user
 
-    def _drop_pending(self, db_session: Any) -> None:
+    def _drop_pending(self: RedisSessions, db_session: Any) -> None:
         db_session.info.pop(self._pending_key, None)
 
-    def _expire_refresh(self, digests: list[str], user_id: int) -> None:
+    def _expire_refresh(self: RedisSessions, digests: list[str], user_id: int) -> None:
         """Make each session of ``user_id`` listed re-read its user on its next request."""
         if not digests:
             return

@@ -262,9 +262,12 @@ def build_models(db: Any, user_model: Any | None) -> Models:
     _check_profile(user_model)
     # A row without a uniquifier (added by a migration to existing rows, or inserted
     # outside the ORM) gets one when loaded, before any session can record it.
-    if not event.contains(user_model, "load", _give_uniquifier):
+    # Once per db, marked on the db (not by ``event.contains``: it goes by ``id()``, which
+    # a new db or model may reuse once an old one is freed).
+    declared = declared_on(db)
+    if not declared.get("uniquifier_listeners"):
+        declared["uniquifier_listeners"] = True
         event.listen(user_model, "load", _give_uniquifier)
-    if not event.contains(db.session, "before_commit", _write_uniquifiers):
         event.listen(db.session, "before_commit", _write_uniquifiers)
         event.listen(db.session, "after_rollback", _forget_uniquifiers)
 

@@ -17,6 +17,7 @@ from flask import current_app, g, has_app_context, has_request_context
 from sqlalchemy import event, inspect
 
 from . import signals
+from .models import declared_on
 from .state import get_state
 
 #: User columns whose change must reach live sessions.
@@ -24,8 +25,12 @@ WATCHED = ("role", "email", "name", "password_hash", "is_active")
 
 
 def listen_for_user_changes(db: Any) -> None:
-    """Listen to ``db``'s session (once, however many apps share it)."""
-    if not event.contains(db.session, "before_flush", _before_flush):
+    """Listen to ``db``'s session (once, however many apps share it). The mark is kept on
+    ``db`` itself: ``event.contains`` goes by the session object's ``id()``, which a new
+    ``db`` may reuse once an old one is freed, and would then answer for the dead one."""
+    declared = declared_on(db)
+    if not declared.get("user_change_listeners"):
+        declared["user_change_listeners"] = True
         event.listen(db.session, "after_commit", _after_commit)
         event.listen(db.session, "after_rollback", _after_rollback)
         event.listen(db.session, "before_flush", _before_flush)

@@ -136,6 +136,15 @@ WRITE_VERBS = frozenset({
 })
 
 
+def _describe(command: tuple[Any, ...]) -> str:
+    """A Redis command as counted: its name and first argument (the key), or for a script
+    (``EVAL``/``EVALSHA``) its name and the keys it touches."""
+    name = str(command[0])
+    if name.upper() in ("EVAL", "EVALSHA") and len(command) > 2:
+        return " ".join([name, *(str(k) for k in command[3:3 + int(command[2])])])
+    return " ".join(str(a) for a in command[:2])
+
+
 class QueryCounter:
     """Counts SQL statements an engine runs (``with QueryCounter(app) as q: ...``)."""
 
@@ -158,7 +167,7 @@ class QueryCounter:
         self.statements.append(args[2] if len(args) > 1 else args[0])
 
     def _redis_command(self, client: Any, *args: Any, **options: Any) -> Any:
-        self.statements.append(" ".join(str(a) for a in args[:2]))
+        self.statements.append(_describe(args))
         return self._redis_execute(client, *args, **options)
 
     def _redis_pipeline(self, client: Any, *args: Any, **options: Any) -> Any:
@@ -166,7 +175,7 @@ class QueryCounter:
         queue = pipeline.pipeline_execute_command
 
         def counted(*command: Any, **kwargs: Any) -> Any:
-            self.statements.append(" ".join(str(a) for a in command[:2]))
+            self.statements.append(_describe(command))
             return queue(*command, **kwargs)
 
         pipeline.pipeline_execute_command = counted

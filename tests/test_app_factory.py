@@ -170,3 +170,26 @@ def test_apps_of_one_shared_guardian_and_db_are_freed(tmp_path: Path) -> None:
         del app
     gc.collect()
     assert [ref() for ref in gone] == [None, None, None]
+
+
+def test_a_new_db_listens_even_where_sqlalchemy_remembers_a_dead_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once dbs are freed, a new ``db.session`` may get a dead one's address, and
+    ``event.contains`` (which goes by ``id()``) may then answer yes for listeners the new
+    one never had: user changes and uniquifiers silently stopped in a long test run.
+    Guardian marks its listeners on the db itself; here ``contains`` always says yes."""
+    import sqlalchemy.event
+
+    monkeypatch.setattr(sqlalchemy.event, "contains", lambda *args, **kwargs: True)
+    app = build_app(f"sqlite:///{tmp_path}/app.db", "jwt")
+    client = app.test_client()
+    assert sign_in(client, *USER).status_code == 303
+    assert client.get("/admin").status_code == 403
+    with app.app_context():
+        db = app.extensions["sqlalchemy"]
+        model = app.extensions["guardian"].user_model
+        user = db.session.execute(db.select(model).where(model.email == USER[0])).scalar_one()
+        user.role = "admin"
+        db.session.commit()
+    assert client.get("/admin").status_code == 200

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from faultproxy import FaultProxy
 from flask import Flask
-from helpers import AppFactory, build_app
+from helpers import AppFactory, build_app, close_cached_apps
 from servers import (
     DATABASES,
     SERVER_DATABASES,
@@ -206,11 +206,7 @@ def make_cached_app() -> Iterator[AppFactory]:
         return app
 
     yield factory
+    close_cached_apps(apps)
     for app in apps:
-        cache = get_state(app).strategy.cache  # type: ignore[attr-defined]
-        if cache is not None:
-            cache.close()
-        with app.app_context():
-            app.extensions["sqlalchemy"].engine.dispose()
         if app.config.get("GUARDIAN_REDIS_PREFIX"):
             delete_redis_keys(app.config["GUARDIAN_REDIS_PREFIX"])

@@ -506,3 +506,15 @@ def stop_process(process: subprocess.Popen[str]) -> None:
             process.wait(timeout=10)
     if process.stdout is not None:
         process.stdout.close()
+
+
+def close_cached_apps(apps: list[Flask]) -> None:
+    """Teardown of apps made with ``GUARDIAN_SESSION_CACHE``: stop each listener (the
+    cache is then never trusted again) and dispose of each engine."""
+    for app in apps:
+        cache = get_state(app).strategy.cache  # type: ignore[attr-defined]
+        if cache is not None:
+            cache.close()
+        with app.app_context():
+            db_of(app).engine.dispose()
+

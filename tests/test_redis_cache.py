@@ -28,6 +28,7 @@ from helpers import (
     AppFactory,
     QueryCounter,
     build_app,
+    close_cached_apps,
     db_of,
     guardian_of,
     session_cookie,
@@ -64,12 +65,7 @@ def make_redis_cached_app(tmp_path: Path) -> Iterator[AppFactory]:
         return app
 
     yield factory
-    for app in apps:
-        cache = get_state(app).strategy.cache  # type: ignore[attr-defined]
-        if cache is not None:
-            cache.close()
-        with app.app_context():
-            db_of(app).engine.dispose()
+    close_cached_apps(apps)
     delete_redis_keys(prefix)
 
 

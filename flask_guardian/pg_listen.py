@@ -15,21 +15,14 @@ A dropped connection is noticed at once when the server closes it (a restart,
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import selectors
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
-from .storage import unavailable
-
-logger = logging.getLogger("flask_guardian")
+from .listener_thread import ListenerThread
 
 #: Seconds the listener waits for a notification before it checks whether it is wanted.
 LISTEN_TICK = 0.5
@@ -59,34 +52,31 @@ class PgListener:
         self._on_up = on_up
         self._on_down = on_down
         self._connect_timeout = max(1, round(connect_timeout or 3))
-        self._pid = 0
-        self._start_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._thread = ListenerThread(f"flask-guardian LISTEN {channel}", RECONNECT_AFTER)
         self._dsn = ""
+        self._checked = 0.0  # when the connection last proved alive (time.monotonic)
         #: The server process id of the listening connection (0 while not connected).
         self.backend_pid = 0
 
     def listen(self, url: Any) -> None:
         """Make sure this process listens (cheap after the first call; a forked child
         starts its own thread)."""
-        pid = os.getpid()
-        if self._pid == pid:
-            return
-        with self._start_lock:
-            if self._pid == pid:
-                return
+
+        def dsn() -> None:
             self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-            self._pid = pid
-            self._stop = threading.Event()
-            threading.Thread(
-                target=_listen, args=(weakref.ref(self), self._stop),
-                name=f"flask-guardian LISTEN {self.channel}", daemon=True,
-            ).start()
+
+        self._thread.start(self, before=dsn)
 
     def close(self) -> None:
         """Stop this process's listener (within :data:`LISTEN_TICK` seconds)."""
-        self._stop.set()
-        self._pid = 0
+        self._thread.stop()
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """A lost connection: psycopg's errors and the operating system's."""
+        import psycopg
+
+        return (psycopg.Error, OSError)
 
     def _connect(self) -> Any:
         """A new connection that listens; every step bounded (a stalled server fails it)."""
@@ -99,11 +89,30 @@ class PgListener:
         )
         try:
             _run(conn.pgconn, f'LISTEN "{self.channel}"', ANSWER_WITHIN)
+            self.backend_pid = conn.info.backend_pid
+            self._on_up()  # after LISTEN: nothing from here on is missed
         except BaseException:
+            self.backend_pid = 0
             conn.close()
             raise
-        self.backend_pid = conn.info.backend_pid
+        self._checked = time.monotonic()
         return conn
+
+    def _receive(self, conn: Any) -> None:
+        """Hand over what came within :data:`LISTEN_TICK`; after :data:`HEARTBEAT`
+        seconds of silence, check the connection."""
+        if _receive(conn.pgconn, self._on_message, LISTEN_TICK):
+            self._checked = time.monotonic()
+        elif time.monotonic() - self._checked >= HEARTBEAT:
+            _run(conn.pgconn, "SELECT 1", ANSWER_WITHIN)
+            self._checked = time.monotonic()
+
+    def _went_down(self) -> None:
+        self.backend_pid = 0
+        self._on_down()
+
+    def _describe(self) -> str:
+        return f"LISTEN {self.channel}"
 
 
 class ListenerLost(ConnectionError):
@@ -156,47 +165,3 @@ def _receive(pg: Any, on_message: Callable[[str], None], timeout: float) -> bool
         on_message(note.extra.decode())
         came = True
     return came
-
-
-def _listen(ref: weakref.ref[PgListener], stop: threading.Event) -> None:
-    """The listener thread; it holds its listener weakly, so an app that goes away takes
-    its thread with it."""
-    import psycopg
-
-    conn: Any = None
-    checked = time.monotonic()
-    while not stop.is_set():
-        listener = ref()
-        if listener is None:
-            break
-        try:
-            if conn is None:
-                conn = listener._connect()
-                listener._on_up()  # after LISTEN: nothing from here on is missed
-                checked = time.monotonic()
-            if _receive(conn.pgconn, listener._on_message, LISTEN_TICK):
-                checked = time.monotonic()
-            elif time.monotonic() - checked >= HEARTBEAT:
-                _run(conn.pgconn, "SELECT 1", ANSWER_WITHIN)
-                checked = time.monotonic()
-        except Exception as exc:
-            # A bug must not leave a cache trusted without its listener either.
-            listener.backend_pid = 0
-            listener._on_down()
-            if isinstance(exc, (psycopg.Error, OSError)):
-                unavailable(exc, f"LISTEN {listener.channel}")  # logged, rate-limited
-            else:
-                logger.exception("flask-guardian: LISTEN %s failed", listener.channel)
-            with contextlib.suppress(Exception):
-                conn.close()
-            conn = None
-            del listener
-            stop.wait(RECONNECT_AFTER)
-        finally:
-            listener = None
-    listener = ref()
-    if listener is not None:
-        listener._on_down()
-    if conn is not None:
-        with contextlib.suppress(Exception):
-            conn.close()

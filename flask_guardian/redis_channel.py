@@ -9,14 +9,12 @@ keeps another way to learn what it missed (the jwt strategy keeps its SQL feed).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .listener_thread import ListenerThread
 from .session_events import listen_weakly
 from .storage import unavailable
 
@@ -48,9 +46,7 @@ class RedisChannel:
         self.errors = redis.errors
         self.name = name
         self._on_message = on_message
-        self._pid = 0
-        self._start_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._thread = ListenerThread(f"flask-guardian {name}", RESUBSCRIBE_AFTER)
         #: Set while this process's listener is subscribed; cleared when its connection
         #: drops, until it has subscribed again.
         self.live = threading.Event()
@@ -68,25 +64,15 @@ class RedisChannel:
     def listen(self) -> None:
         """Make sure this process has its listener (cheap after the first call; a forked
         child starts its own)."""
-        pid = os.getpid()
-        if self._pid == pid:
-            return
-        with self._start_lock:
-            if self._pid == pid:
-                return
-            self._pid = pid
-            self._stop = threading.Event()
+
+        def fresh() -> None:
             self.live = threading.Event()
-            thread = threading.Thread(
-                target=_listen, args=(weakref.ref(self), self._stop),
-                name=f"flask-guardian {self.name}", daemon=True,
-            )
-            thread.start()
+
+        self._thread.start(self, before=fresh)
 
     def close(self) -> None:
         """Stop this process's listener (within :data:`LISTEN_TICK` seconds)."""
-        self._stop.set()
-        self._pid = 0
+        self._thread.stop()
 
     def wait_heard(self, count: int, timeout: float) -> bool:
         """Wait until the listener has handed over ``count`` messages in all; False when
@@ -99,6 +85,34 @@ class RedisChannel:
         then once each time it came back after a drop); False after ``timeout`` seconds."""
         with self._counted:
             return self._counted.wait_for(lambda: self.subscribed >= count, timeout)
+
+    def _connect(self) -> Any:
+        pubsub = self._client.pubsub()
+        try:
+            pubsub.subscribe(self.name)
+        except BaseException:
+            pubsub.close()
+            raise
+        self.pubsub = pubsub
+        return pubsub
+
+    def _receive(self, pubsub: Any) -> None:
+        message = pubsub.get_message(timeout=LISTEN_TICK)
+        if message is None:
+            return
+        if message["type"] == "subscribe":
+            self._subscribed()
+        elif message["type"] == "message":
+            self._deliver(message["data"])
+
+    def _went_down(self) -> None:
+        self.live.clear()
+        self.pubsub = None
+        if self._on_down is not None:
+            self._on_down()
+
+    def _describe(self) -> str:
+        return f"redis channel {self.name}"
 
     def _subscribed(self) -> None:
         if self._on_up is not None:
@@ -117,44 +131,6 @@ class RedisChannel:
             with self._counted:
                 self.heard += 1
                 self._counted.notify_all()
-
-
-def _listen(ref: weakref.ref[RedisChannel], stop: threading.Event) -> None:
-    """The listener thread. It holds its channel weakly, so an app that goes away takes
-    its listener with it."""
-    pubsub: Any = None
-    while not stop.is_set():
-        channel = ref()
-        if channel is None:
-            break
-        try:
-            if pubsub is None:
-                pubsub = channel._client.pubsub()
-                pubsub.subscribe(channel.name)
-                channel.pubsub = pubsub
-            message = pubsub.get_message(timeout=LISTEN_TICK)
-            if message is None:
-                continue
-            if message["type"] == "subscribe":
-                channel._subscribed()
-            elif message["type"] == "message":
-                channel._deliver(message["data"])
-        except channel.errors as exc:
-            channel.live.clear()
-            channel.pubsub = None
-            if channel._on_down is not None:
-                channel._on_down()
-            unavailable(exc, f"redis channel {channel.name}")  # logged, rate-limited
-            with contextlib.suppress(Exception):
-                pubsub.close()
-            pubsub = None
-            del channel
-            stop.wait(RESUBSCRIBE_AFTER)
-        finally:
-            channel = None
-    if pubsub is not None:
-        with contextlib.suppress(Exception):
-            pubsub.close()
 
 
 class AfterCommit:

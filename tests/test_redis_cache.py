@@ -354,6 +354,38 @@ def test_while_the_listener_is_cut_every_request_reads_redis(
     assert len(gets(counter)) == 1
 
 
+def test_a_listener_that_fails_unexpectedly_stops_trusting_the_cache(
+    make_redis_cached_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that is not a lost connection (a bug in the listener, or in redis-py)
+    must not end the second process's listener with its cache still trusted: a revocation
+    published after that would never reach it, and it would serve the revoked session from
+    memory. The listener goes down like on a lost connection (the cache empty and not
+    used), and comes back."""
+    first, second, _client, token = two_apps(make_redis_cached_app)
+    cached = cache_of(second)
+    channel = cached.redis_channel
+    real_client = channel._client
+    monkeypatch.setattr(channel, "_client", _NoServer())
+
+    def bug(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("test: not a connection error")
+
+    monkeypatch.setattr(channel.pubsub, "get_message", bug)
+    deadline = time.monotonic() + WAIT
+    while cached.cache.live and time.monotonic() < deadline:
+        cached.cache.wait(heard=cached.cache.heard + 1, timeout=0.05)
+    assert not cached.cache.live and not cached.cache.entries
+
+    with first.app_context():
+        get_state(first).strategy.revoke_user(the_user(first).id)
+    assert status(second, token) == 401  # at once: nothing served from memory
+
+    came_up = cached.cache.came_up
+    monkeypatch.setattr(channel, "_client", real_client)
+    assert cached.cache.wait(came_up=came_up + 1, timeout=WAIT), "the listener died"
+
+
 def test_a_killed_listener_comes_back_to_an_empty_cache(
     make_redis_cached_app: AppFactory,
 ) -> None:

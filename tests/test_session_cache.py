@@ -334,6 +334,41 @@ def test_while_the_listener_is_cut_every_request_reads_the_row(
     assert counter.count == 1
 
 
+def test_a_listener_that_fails_unexpectedly_stops_trusting_the_cache(
+    make_cached_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error that is not a lost connection (a bug) in the second process's LISTEN
+    thread: it goes down like on a lost connection, so a revocation it cannot hear is
+    refused at once instead of served from memory, and it comes back."""
+    first, second, _client, token = two_apps(make_cached_app)
+    cached = cache_of(second)
+    assert cached.listener is not None
+    real_connect = cached.listener._connect
+
+    def refused() -> Any:
+        raise psycopg.OperationalError("test: the listener cannot reconnect")
+
+    def bug(conn: Any) -> None:
+        raise RuntimeError("test: not a connection error")
+
+    monkeypatch.setattr(cached.listener, "_connect", refused)
+    monkeypatch.setattr(cached.listener, "_receive", bug)
+    deadline = time.monotonic() + WAIT
+    while cached.cache.live and time.monotonic() < deadline:
+        cached.cache.wait(heard=cached.cache.heard + 1, timeout=0.05)
+    assert not cached.cache.live and not cached.cache.entries
+
+    with first.app_context():
+        get_state(first).strategy.revoke_user(the_user(first).id)
+        db_of(first).session.commit()
+    assert status(second, token) == 401  # at once: nothing served from memory
+
+    came_up = cached.cache.came_up
+    monkeypatch.undo()
+    assert cached.listener._connect == real_connect
+    assert cached.cache.wait(came_up=came_up + 1, timeout=WAIT), "the listener died"
+
+
 def test_an_unreadable_message_empties_the_cache(make_cached_app: AppFactory) -> None:
     _first, second, _client, token = two_apps(make_cached_app)
     cache_of(second).cache.apply(b"not json")

@@ -12,6 +12,7 @@ import re
 import selectors
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -518,3 +519,12 @@ def close_cached_apps(apps: list[Flask]) -> None:
         with app.app_context():
             db_of(app).engine.dispose()
 
+
+
+def wait_cache_down(cache: Any, timeout: float) -> None:
+    """Wait (at most ``timeout`` real seconds) until the session cache ``cache`` stops
+    trusting its entries, and check it emptied them."""
+    deadline = time.monotonic() + timeout
+    while cache.live and time.monotonic() < deadline:
+        cache.wait(heard=cache.heard + 1, timeout=0.05)
+    assert not cache.live and not cache.entries

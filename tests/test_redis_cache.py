@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +33,7 @@ from helpers import (
     session_cookie,
     sign_in_ok,
     sign_out,
+    wait_cache_down,
 )
 from servers import delete_redis_keys, redis_prefix, require_redis
 from sqlalchemy import select
@@ -329,10 +329,7 @@ def test_while_the_listener_is_cut_every_request_reads_redis(
         raise redis.ConnectionError("test: the connection was cut")
 
     monkeypatch.setattr(channel.pubsub, "get_message", cut)
-    deadline = time.monotonic() + WAIT
-    while cached.cache.live and time.monotonic() < deadline:
-        cached.cache.wait(heard=cached.cache.heard + 1, timeout=0.05)
-    assert not cached.cache.live and not cached.cache.entries
+    wait_cache_down(cached.cache, WAIT)
 
     with QueryCounter(second) as counter:
         assert status(second, token) == 200
@@ -372,10 +369,7 @@ def test_a_listener_that_fails_unexpectedly_stops_trusting_the_cache(
         raise RuntimeError("test: not a connection error")
 
     monkeypatch.setattr(channel.pubsub, "get_message", bug)
-    deadline = time.monotonic() + WAIT
-    while cached.cache.live and time.monotonic() < deadline:
-        cached.cache.wait(heard=cached.cache.heard + 1, timeout=0.05)
-    assert not cached.cache.live and not cached.cache.entries
+    wait_cache_down(cached.cache, WAIT)
 
     with first.app_context():
         get_state(first).strategy.revoke_user(the_user(first).id)

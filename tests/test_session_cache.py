@@ -39,6 +39,7 @@ from helpers import (
     sign_in_ok,
     sign_out,
     stop_process,
+    wait_cache_down,
 )
 from servers import ADMIN_URLS, redis_prefix, require_redis
 from sqlalchemy import create_engine, select, text
@@ -309,10 +310,7 @@ def test_while_the_listener_is_cut_every_request_reads_the_row(
         conn.execute(text("SELECT pg_terminate_backend(:pid)"),
                      {"pid": cached.listener.backend_pid})
     admin.dispose()
-    deadline = time.monotonic() + WAIT
-    while cached.cache.live and time.monotonic() < deadline:
-        cached.cache.wait(heard=cached.cache.heard + 1, timeout=0.05)
-    assert not cached.cache.live and not cached.cache.entries
+    wait_cache_down(cached.cache, WAIT)
 
     with QueryCounter(second) as counter:
         assert status(second, token) == 200
@@ -353,10 +351,7 @@ def test_a_listener_that_fails_unexpectedly_stops_trusting_the_cache(
 
     monkeypatch.setattr(cached.listener, "_connect", refused)
     monkeypatch.setattr(cached.listener, "_receive", bug)
-    deadline = time.monotonic() + WAIT
-    while cached.cache.live and time.monotonic() < deadline:
-        cached.cache.wait(heard=cached.cache.heard + 1, timeout=0.05)
-    assert not cached.cache.live and not cached.cache.entries
+    wait_cache_down(cached.cache, WAIT)
 
     with first.app_context():
         get_state(first).strategy.revoke_user(the_user(first).id)

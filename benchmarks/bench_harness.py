@@ -148,11 +148,13 @@ class Batch:
         return self.cpu_seconds * 1e6 / self.requests
 
 
-def run_batch(target: Target, requests: int) -> Batch:
+def run_batch(target: Target, requests: int, *, collect: bool = True) -> Batch:
     """Time ``requests`` requests of ``target``, counting the statuses returned.
 
     Every target runs this same loop, cookie following included (a scan of a handful of
-    response headers), so the loop's own cost is the same in every row.
+    response headers), so the loop's own cost is the same in every row. With ``collect``
+    (the default) a full garbage collection runs first, outside the timed loop; a caller
+    that counts the whole process (``bench_one.py``) collects itself and passes False.
     """
     statuses: dict[str, int] = {}
     wsgi = target.app.wsgi_app
@@ -171,7 +173,8 @@ def run_batch(target: Target, requests: int) -> Batch:
                 base["HTTP_COOKIE"] = value.split(";", 1)[0]
         return _write
 
-    gc.collect()
+    if collect:
+        gc.collect()
     cpu_start = time.process_time()
     start = time.perf_counter()
     for _ in range(requests):

@@ -11,6 +11,7 @@ the per-request table on a noisy machine.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import tempfile
@@ -151,8 +152,14 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="guardian-bench-one-") as tmp:
             target = TARGETS[name](Path(tmp))
             run_batch(target, 200)  # warm-up: caches filled, any first-request work done
+            # One full collection in both runs, then none by hand: the collections inside
+            # the counted requests are the ones the requests themselves set off. (A
+            # collection in the 0-request run only, or a second one in the other, would
+            # charge a walk of the whole heap to these requests; docs/performance.md,
+            # "Garbage collection".)
+            gc.collect()
             if requests:
-                batch = run_batch(target, requests)
+                batch = run_batch(target, requests, collect=False)
                 if set(batch.statuses) != {target.expect_status}:
                     print(f"unexpected statuses {batch.statuses}", file=sys.stderr)
                     return 1

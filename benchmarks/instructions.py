@@ -66,9 +66,10 @@ def instructions_section(opts: Options, setup: Setup) -> None:
     bare, keyed = per[bench_apps.BARE], per[bench_apps.BARE_KEYED]
     out(
         f"`valgrind --tool=callgrind` counts the instructions the process executes. Each "
-        f"target runs twice, after the same set-up and 200 warm-up requests: once with no "
-        f"further request and once with {requests:,}; the difference divided by "
-        f"{requests:,} is one request. `PYTHONHASHSEED=0` in both runs. The count does "
+        f"target runs twice, after the same set-up, 200 warm-up requests and one full "
+        f"garbage collection: once with no further request and once with {requests:,} "
+        f"(no collection by hand among them); the difference divided by {requests:,} is "
+        f"one request. `PYTHONHASHSEED=0` in both runs. The count does "
         "not change with the machine's load, so it checks the wall-clock ratios above; "
         "it does not see time spent waiting (system calls, a database server), which is "
         "why the database rows cost more in time than in instructions.\n"

@@ -290,12 +290,16 @@ def test_a_cached_session_ends_at_its_deadline(make_cached_app: AppFactory) -> N
 # -- the channel drops -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["connection-killed", "unexpected-error"])
 def test_while_the_listener_is_cut_every_request_reads_the_row(
-    make_cached_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+    make_cached_app: AppFactory, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     """Kill the second process's LISTEN connection (and keep it from coming back): it
     serves nothing from memory, so a revocation made meanwhile is refused at once, with no
-    message to wait for. Back up, it starts from an empty cache."""
+    message to wait for. Back up, it starts from an empty cache.
+
+    The same when the listening thread fails with an error that is not a lost connection
+    (a bug): it must not end with its cache trusted; it goes down the same way."""
     first, second, _client, token = two_apps(make_cached_app)
     cached = cache_of(second)
     assert cached.listener is not None
@@ -304,12 +308,18 @@ def test_while_the_listener_is_cut_every_request_reads_the_row(
     def refused() -> Any:
         raise psycopg.OperationalError("test: the listener cannot reconnect")
 
+    def bug(conn: Any) -> None:
+        raise RuntimeError("test: not a connection error")
+
     monkeypatch.setattr(cached.listener, "_connect", refused)
-    admin = create_engine(ADMIN_URLS["postgresql"], isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text("SELECT pg_terminate_backend(:pid)"),
-                     {"pid": cached.listener.backend_pid})
-    admin.dispose()
+    if how == "unexpected-error":
+        monkeypatch.setattr(cached.listener, "_receive", bug)
+    else:
+        admin = create_engine(ADMIN_URLS["postgresql"], isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"),
+                         {"pid": cached.listener.backend_pid})
+        admin.dispose()
     wait_cache_down(cached.cache, WAIT)
 
     with QueryCounter(second) as counter:
@@ -323,45 +333,14 @@ def test_while_the_listener_is_cut_every_request_reads_the_row(
 
     _c, fresh = signed_in(first)
     came_up = cached.cache.came_up
-    monkeypatch.setattr(cached.listener, "_connect", real_connect)
+    monkeypatch.undo()
+    assert cached.listener._connect == real_connect
     assert cached.cache.wait(came_up=came_up + 1, timeout=WAIT)
     assert cached.cache.entries == {}
     with QueryCounter(second) as counter:
         assert status(second, fresh) == 200
         assert status(second, fresh) == 200
     assert counter.count == 1
-
-
-def test_a_listener_that_fails_unexpectedly_stops_trusting_the_cache(
-    make_cached_app: AppFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An error that is not a lost connection (a bug) in the second process's LISTEN
-    thread: it goes down like on a lost connection, so a revocation it cannot hear is
-    refused at once instead of served from memory, and it comes back."""
-    first, second, _client, token = two_apps(make_cached_app)
-    cached = cache_of(second)
-    assert cached.listener is not None
-    real_connect = cached.listener._connect
-
-    def refused() -> Any:
-        raise psycopg.OperationalError("test: the listener cannot reconnect")
-
-    def bug(conn: Any) -> None:
-        raise RuntimeError("test: not a connection error")
-
-    monkeypatch.setattr(cached.listener, "_connect", refused)
-    monkeypatch.setattr(cached.listener, "_receive", bug)
-    wait_cache_down(cached.cache, WAIT)
-
-    with first.app_context():
-        get_state(first).strategy.revoke_user(the_user(first).id)
-        db_of(first).session.commit()
-    assert status(second, token) == 401  # at once: nothing served from memory
-
-    came_up = cached.cache.came_up
-    monkeypatch.undo()
-    assert cached.listener._connect == real_connect
-    assert cached.cache.wait(came_up=came_up + 1, timeout=WAIT), "the listener died"
 
 
 def test_an_unreadable_message_empties_the_cache(make_cached_app: AppFactory) -> None:

@@ -1,7 +1,11 @@
-"""The other process of the cache section: a database-strategy app on the benchmark's
-PostgreSQL schema, served by Werkzeug's single-threaded server on a loopback port.
+"""The other process of the cache section: an app of the benchmark's strategy (database,
+or redis with its Redis URL and prefix) on the benchmark's PostgreSQL schema, served by
+Werkzeug's single-threaded server on a loopback port.
 
-    python cache_app.py URL OPTIONS_JSON CACHE(0|1)
+    python cache_app.py URL OPTIONS_JSON CONFIG_JSON
+
+CONFIG_JSON is the rest of the app's configuration (``SESSION_STRATEGY``, the Redis keys,
+``GUARDIAN_SESSION_CACHE``), the same as the benchmark process's own app.
 
 Prints its port on the first line of stdout once it listens. ``GET /protected`` is the
 signed-in route; ``GET /ready`` answers 200 once this process's invalidation listener is
@@ -19,14 +23,14 @@ from flask_sqlalchemy import SQLAlchemy
 from werkzeug.serving import make_server
 
 
-def build(url: str, options: dict[str, object], cache: bool) -> Flask:
+def build(url: str, options: dict[str, object], config: dict[str, object]) -> Flask:
     """The app: the tables and the user are the benchmark process's."""
     fg = bench_guardian.import_guardian()
     app = Flask("bench_cache_other")
     app.config.update(
         SECRET_KEY="guardian-benchmark-secret-" + "k" * 32, SQLALCHEMY_DATABASE_URI=url,
         SQLALCHEMY_ENGINE_OPTIONS=options, GUARDIAN_COOKIE_SECURE=False,
-        GUARDIAN_CSRF_ENABLED=False, GUARDIAN_SESSION_CACHE=cache)
+        GUARDIAN_CSRF_ENABLED=False, **config)
     fg.Guardian(app, db=SQLAlchemy(app))
     app.add_url_rule("/protected", view_func=fg.login_required(lambda: "ok"))
 
@@ -44,8 +48,8 @@ def build(url: str, options: dict[str, object], cache: bool) -> Flask:
 
 
 def main(argv: list[str]) -> None:
-    url, options, cache = argv[0], json.loads(argv[1]), argv[2] == "1"
-    server = make_server("127.0.0.1", 0, build(url, options, cache))
+    url, options, config = argv[0], json.loads(argv[1]), json.loads(argv[2])
+    server = make_server("127.0.0.1", 0, build(url, options, config))
     print(server.server_port, flush=True)
     server.serve_forever()
 

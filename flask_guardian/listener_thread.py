@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .storage import unavailable
@@ -54,8 +55,10 @@ class ListenerThread:
         self._pid = 0
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
+        #: This process's thread, once started (a stopped one stays here until replaced).
+        self.current: threading.Thread | None = None
 
-    def start(self, listener: Listening, before: Any = None) -> None:
+    def start(self, listener: Listening, before: Callable[[], None] | None = None) -> None:
         """Make sure this process has the thread: cheap after the first call, and a forked
         child starts its own. ``before()`` runs under the lock, ahead of the thread."""
         pid = os.getpid()
@@ -68,10 +71,11 @@ class ListenerThread:
                 before()
             self._pid = pid
             self._stop = stop = threading.Event()
-            threading.Thread(
-                target=_listen, args=(weakref.ref(listener), stop, self.retry_after),
+            self.current = threading.Thread(
+                target=_listen, args=(weakref.ref(listener), self, stop),
                 name=self.name, daemon=True,
-            ).start()
+            )
+            self.current.start()
 
     def stop(self) -> None:
         """Ask this process's thread to end (after its current tick)."""
@@ -79,7 +83,7 @@ class ListenerThread:
         self._pid = 0
 
 
-def _listen(ref: weakref.ref[Listening], stop: threading.Event, retry_after: float) -> None:
+def _listen(ref: weakref.ref[Listening], thread: ListenerThread, stop: threading.Event) -> None:
     conn: Any = None
     while not stop.is_set():
         listener = ref()
@@ -100,11 +104,12 @@ def _listen(ref: weakref.ref[Listening], stop: threading.Event, retry_after: flo
                 conn.close()
             conn = None
             del listener
-            stop.wait(retry_after)
+            stop.wait(thread.retry_after)
         finally:
             listener = None
     listener = ref()
-    if listener is not None:
+    if listener is not None and thread._stop is stop:
+        # Stopped, and no newer thread started since (that one's state is not ours).
         _went_down(listener)
     if conn is not None:
         with contextlib.suppress(Exception):

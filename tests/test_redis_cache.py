@@ -357,6 +357,29 @@ def test_while_the_listener_is_cut_every_request_reads_redis(
     assert len(gets(counter)) == 1
 
 
+def test_a_listener_started_again_after_close_is_not_taken_down_by_the_old_one(
+    make_redis_cached_app: AppFactory,
+) -> None:
+    """close() then listen() in one process: the old thread ends after its tick, once the
+    new one is subscribed; its ending must not mark the new listener's cache down (the
+    process would then read Redis on every request for good)."""
+    _first, second, _client, token = two_apps(make_redis_cached_app)
+    cached = cache_of(second)
+    old = cached.redis_channel._thread.current
+    assert old is not None and old.is_alive()
+    cached.close()
+    assert not cached.cache.live
+    came_up = cached.cache.came_up
+    cached.listen()
+    assert cached.cache.wait(came_up=came_up + 1, timeout=WAIT)
+    assert cached.redis_channel._thread.current is not old
+    old.join(WAIT)
+    assert not old.is_alive()
+    assert cached.cache.live and cached.redis_channel.live.is_set()
+    assert status(second, token) == 200
+    assert token in cached.cache.entries  # served from memory again
+
+
 def test_a_killed_listener_comes_back_to_an_empty_cache(
     make_redis_cached_app: AppFactory,
 ) -> None:

@@ -520,7 +520,6 @@ def close_cached_apps(apps: list[Flask]) -> None:
             db_of(app).engine.dispose()
 
 
-
 def wait_cache_down(cache: Any, timeout: float) -> None:
     """Wait (at most ``timeout`` real seconds) until the session cache ``cache`` stops
     trusting its entries, and check it emptied them."""
